@@ -1,0 +1,137 @@
+"""The HTTP and WebSocket routes, adapted onto Quart-Trio. The only Quart module."""
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Final, final
+
+from quart import Response, abort, websocket
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from securechat.config import Config
+from securechat.connection import ConnectionSettings, serve_connection
+from securechat.origins import normalize_origin, origin_allowed
+from securechat.protocol import parse_client_id, parse_room_id
+from securechat.registry import Registry
+
+PAGE: Final = "index.html"
+CONTENT_TYPES: Final = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".json": "application/json",
+}
+
+
+def client_dir() -> Path:
+    """The browser files: packaged inside the wheel, or client/ in a source checkout."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "static"
+    return packaged if packaged.is_dir() else here.parent / "client"
+
+
+def load_client_files(directory: Path) -> dict[str, tuple[bytes, str]]:
+    """Read the servable client files once, keyed by name. Unknown types are skipped."""
+    files = {}
+    for path in sorted(directory.iterdir()):
+        content_type = CONTENT_TYPES.get(path.suffix)
+        if path.is_file() and content_type is not None:
+            files[path.name] = (path.read_bytes(), content_type)
+    if PAGE not in files:
+        raise FileNotFoundError(f"no {PAGE} in {directory}")
+    return files
+
+
+@final
+class _QuartTransport:
+    """The connection's Transport over Quart's websocket object."""
+
+    def __init__(self) -> None:
+        # The concrete object, not the context-local proxy: the sender task reads it too.
+        self._ws = websocket._get_current_object()  # type: ignore[attr-defined]
+
+    async def receive(self) -> str | bytes | None:
+        return await self._ws.receive()  # type: ignore[no-any-return]
+
+    async def send(self, text: str) -> None:
+        await self._ws.send(text)
+
+    async def close(self, code: int, reason: str) -> None:
+        await self._ws.close(code, reason)
+
+
+def create_app(config: Config, registry: Registry, client_files: Path | None = None) -> QuartTrio:
+    """Build the Quart-Trio app. ``registry`` must be running for the app's lifetime."""
+    app = QuartTrio("securechat")
+    app.config["MAX_CONTENT_LENGTH"] = 0  # no route takes a request body
+    files = load_client_files(client_files or client_dir())
+    allowed = frozenset(o for o in map(normalize_origin, config.allowed_origins) if o)
+    settings = ConnectionSettings(
+        hello_timeout=config.hello_timeout,
+        max_ciphertext=config.max_ciphertext,
+        max_bad_frames=config.max_bad_frames,
+        rate=config.rate,
+        burst=config.burst,
+    )
+
+    def text(body: str, status: int = 200) -> Response:
+        return Response(body, status=status, content_type="text/plain; charset=utf-8")
+
+    def serve_file(name: str) -> Response:
+        body, content_type = files[name]
+        return Response(body, content_type=content_type)
+
+    @app.errorhandler(HTTPException)
+    async def plain_error(error: HTTPException) -> Response:
+        code = error.code or 500
+        return text(f"{code} {error.name}\n", code)
+
+    @app.get("/")
+    async def index() -> Response:
+        return text("API OK")
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return text("ok")
+
+    @app.get("/new_chat")
+    async def new_chat() -> Response:
+        return serve_file(PAGE)
+
+    @app.get("/room/<room_id>")
+    async def room_page(room_id: str) -> Response:
+        if parse_room_id(room_id) is None:
+            abort(404)
+        return serve_file(PAGE)
+
+    for name in files:
+        if name != PAGE:
+            app.add_url_rule(
+                f"/{name}", f"file:{name}", _file_view(serve_file, name), methods=["GET"]
+            )
+
+    @app.websocket("/ws/<room_id>")
+    async def room_socket(room_id: str) -> None:
+        room = parse_room_id(room_id)
+        client = parse_client_id(websocket.args.get("client", ""))
+        if room is None or client is None:
+            abort(400)
+        headers = websocket.headers
+        if not origin_allowed(headers.get("Origin"), headers.get("Host"), allowed):
+            abort(403)
+        await websocket.accept()
+        await serve_connection(_QuartTransport(), room, client, registry, settings)
+
+    return app
+
+
+def _file_view(
+    serve_file: Callable[[str], Response], name: str
+) -> Callable[[], Awaitable[Response]]:
+    async def view() -> Response:
+        return serve_file(name)
+
+    return view

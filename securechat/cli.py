@@ -1,0 +1,181 @@
+"""The ``securechat`` command line."""
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import trio
+
+from securechat import __version__, limits
+from securechat import log as sclog
+from securechat.config import Config
+from securechat.origins import normalize_origin
+from securechat.server import serve
+from securechat.storage import StorageError
+
+ENV_PREFIX: Final = "SECURECHAT_"
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return convert
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < 1e9:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _origin(text: str) -> str:
+    if normalize_origin(text) is None:
+        raise argparse.ArgumentTypeError(f"not an origin like https://chat.example.org: {text!r}")
+    return text
+
+
+def _level(text: str) -> str:
+    if text.lower() not in ("debug", "info", "warning", "error"):
+        raise argparse.ArgumentTypeError("one of debug, info, warning, error")
+    return text.lower()
+
+
+# (flag, type, default, help); each also reads SECURECHAT_<FLAG> from the environment.
+_SERVE_OPTIONS: Final[list[tuple[str, Callable[[str], Any], Any, str]]] = [
+    ("host", str, "127.0.0.1", "address to listen on"),
+    ("port", _int_in(0, 65535), 8787, "port to listen on (0 picks a free one)"),
+    ("data-dir", Path, Path("data"), "where the SQLite database lives"),
+    ("history", _int_in(0, 1000), limits.DEFAULT_HISTORY, "messages kept per room"),
+    ("max-participants", _int_in(1, 10_000), limits.DEFAULT_MAX_PARTICIPANTS,
+     "connections per room"),
+    ("max-rooms", _int_in(1, 10_000_000), limits.DEFAULT_MAX_ROOMS, "rooms active at once"),
+    ("rate", _positive_float, limits.DEFAULT_RATE, "messages per second per connection"),
+    ("burst", _int_in(1, 100_000), limits.DEFAULT_BURST, "messages a connection may burst"),
+    ("hello-timeout", _positive_float, limits.DEFAULT_HELLO_TIMEOUT,
+     "seconds a new socket has to send hello"),
+    ("retention-days", _int_in(0, 100_000), limits.DEFAULT_RETENTION_DAYS,
+     "days an inactive room is kept (0 = forever)"),
+    ("max-ciphertext", _int_in(limits.MIN_CIPHERTEXT, 16 * 1024 * 1024),
+     limits.DEFAULT_MAX_CIPHERTEXT, "largest ciphertext in bytes"),
+    ("max-frame", _int_in(1024, 32 * 1024 * 1024), limits.DEFAULT_MAX_FRAME,
+     "largest WebSocket frame in bytes (over it: close 1009)"),
+    ("max-bad-frames", _int_in(1, 1_000_000), limits.DEFAULT_MAX_BAD_FRAMES,
+     "bad frames before a socket is closed with 1008"),
+    ("log-level", _level, "info", "debug, info, warning or error"),
+]  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="securechat",
+        description="A relay for end-to-end-encrypted chat rooms. It never sees a key.",
+    )
+    parser.add_argument("--version", action="version", version=f"securechat {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve_parser = commands.add_parser(
+        "serve",
+        help="run the relay server",
+        description="Run the relay server. Every option can also be set with an "
+        "environment variable: --max-rooms is SECURECHAT_MAX_ROOMS.",
+    )
+    for flag, convert, default, text in _SERVE_OPTIONS:
+        serve_parser.add_argument(
+            f"--{flag}", type=convert, default=None, help=f"{text} (default: {default})"
+        )
+    serve_parser.add_argument(
+        "--allowed-origin",
+        type=_origin,
+        action="append",
+        default=None,
+        help="an extra origin allowed to open WebSockets, e.g. the public URL behind a "
+        "reverse proxy that rewrites Host (repeatable; env: space-separated)",
+    )
+    return parser
+
+
+def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Config:
+    """Merge command line, environment and defaults, in that order of precedence."""
+    values: dict[str, Any] = {}
+    for flag, convert, default, _ in _SERVE_OPTIONS:
+        name = flag.replace("-", "_")
+        value = getattr(args, name)
+        if value is None:
+            value = _from_env(parser, flag, convert, default)
+        values[name] = value
+    origins = args.allowed_origin
+    if origins is None:
+        env = os.environ.get(ENV_PREFIX + "ALLOWED_ORIGIN", "")
+        origins = [_env_convert(parser, "allowed-origin", _origin, o) for o in env.split()]
+    values["allowed_origins"] = tuple(origins)
+    return Config(**values)
+
+
+def _from_env(
+    parser: argparse.ArgumentParser, flag: str, convert: Callable[[str], Any], default: Any
+) -> Any:
+    raw = os.environ.get(ENV_PREFIX + flag.replace("-", "_").upper())
+    return default if raw is None else _env_convert(parser, flag, convert, raw)
+
+
+def _env_convert(
+    parser: argparse.ArgumentParser, flag: str, convert: Callable[[str], Any], raw: str
+) -> Any:
+    try:
+        return convert(raw)
+    except argparse.ArgumentTypeError as exc:
+        parser.error(f"{ENV_PREFIX}{flag.replace('-', '_').upper()}: {exc}")
+
+
+def _open_url(base: str) -> str:
+    for unspecified in ("//0.0.0.0:", "//[::]:"):
+        base = base.replace(unspecified, "//127.0.0.1:")
+    return f"{base}/new_chat"
+
+
+async def run_server(config: Config) -> None:
+    shutdown = trio.Event()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def wait_signal() -> None:
+                async for _ in signals:
+                    shutdown.set()
+                    return
+
+            nursery.start_soon(wait_signal)
+            base: str = await nursery.start(serve, config, shutdown)
+            print(f"securechat: serving on {base}; open {_open_url(base)}", flush=True)
+            await shutdown.wait()
+    print("securechat: stopped", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        config = config_from_args(parser, args)
+        sclog.configure(config.log_level)
+        try:
+            trio.run(run_server, config)
+        except* StorageError as group:
+            sys.exit(f"securechat: error: {group.exceptions[0]}")
+        except* OSError as group:
+            reason = "; ".join(str(e) for e in group.exceptions)
+            sys.exit(f"securechat: error: cannot listen on {config.host}:{config.port}: {reason}")
+    logging.shutdown()

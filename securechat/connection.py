@@ -1,0 +1,217 @@
+"""One WebSocket connection: authenticate, validate every frame, feed the room.
+
+The connection task reads frames from its transport, turns each into a room
+command or an ``error`` envelope, and enforces the per-connection limits (hello
+timeout, bad-frame count, token bucket, clear cooldown). A sender task drains the
+bounded outbox that the room writes to. Whoever decides that the connection must
+end (the room, the registry, or this module) calls ``Member.evict(code)``; the
+socket is then closed here with that code.
+"""
+
+import contextlib
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Final, Protocol, final
+
+import trio
+
+from securechat.errors import CLOSE_REASONS, CloseCode, ErrorCode
+from securechat.limits import (
+    ABUSE_THRESHOLD,
+    ABUSE_WINDOW_SECONDS,
+    CLEAR_COOLDOWN_SECONDS,
+    OUTBOX_FRAMES,
+)
+from securechat.member import Member
+from securechat.protocol import (
+    ClearHistory,
+    ClientId,
+    FrameError,
+    Hello,
+    RoomId,
+    SendMessage,
+    b64url_decode,
+    decode_frame,
+    encode_error,
+)
+from securechat.ratelimit import TokenBucket, WindowCounter
+from securechat.registry import Registry
+from securechat.room import ClearRequest, Command, Leave, Post
+
+logger: Final = logging.getLogger("securechat.connection")
+
+CLOSE_SEND_SECONDS: Final = 1.0  # time to flush the last frames and the close frame
+LEAVE_SEND_SECONDS: Final = 10.0  # time to tell a busy room that a member left
+
+
+class Transport(Protocol):
+    """The seam to the WebSocket library: text out, text or bytes in, close."""
+
+    async def receive(self) -> str | bytes | None:
+        """The next frame; a binary one as bytes (an empty one may be None)."""
+        ...
+
+    async def send(self, text: str) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ConnectionSettings:
+    hello_timeout: float  # seconds
+    max_ciphertext: int  # decoded bytes
+    max_bad_frames: int
+    rate: float  # messages per second
+    burst: int
+
+
+async def serve_connection(
+    transport: Transport,
+    room_id: RoomId,
+    client_id: ClientId,
+    registry: Registry,
+    settings: ConnectionSettings,
+) -> None:
+    """Serve one accepted WebSocket until the peer leaves or the connection is evicted.
+
+    Error handling: every bad frame is answered with an ``error`` envelope; the
+    limits close the socket with their documented codes. If the peer disconnects,
+    the caller's cancellation ends this, and the room is still told.
+    """
+    outbox_send, outbox_receive = trio.open_memory_channel[str](OUTBOX_FRAMES)
+    member = Member(client_id, outbox_send)
+    reader = _Reader(transport, room_id, member, registry, settings)
+    with registry.track(member), outbox_receive:
+        try:
+            with member.cancel_scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_pump, transport, outbox_receive)
+                    await reader.run()
+                    nursery.cancel_scope.cancel()
+        finally:
+            await reader.leave()
+        if member.close_code is not None:
+            await _close(transport, member.close_code, outbox_receive)
+
+
+async def _pump(transport: Transport, outbox: trio.MemoryReceiveChannel[str]) -> None:
+    """The only writer to the socket: sends what the room and the reader queued."""
+    async for text in outbox:
+        await transport.send(text)
+
+
+async def _close(
+    transport: Transport, code: CloseCode, outbox: trio.MemoryReceiveChannel[str]
+) -> None:
+    with trio.move_on_after(CLOSE_SEND_SECONDS) as scope:
+        scope.shield = True
+        # Flush what is queued (the last error envelope, say) unless the reader
+        # is the problem.
+        if code is not CloseCode.TOO_SLOW:
+            while True:
+                try:
+                    text = outbox.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                await transport.send(text)
+        await transport.close(code, CLOSE_REASONS[code])
+
+
+@final
+class _Reader:
+    """Reads and judges the frames of one connection."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        room_id: RoomId,
+        member: Member,
+        registry: Registry,
+        settings: ConnectionSettings,
+    ) -> None:
+        self._transport = transport
+        self._room_id = room_id
+        self._member = member
+        self._registry = registry
+        self._settings = settings
+        self._room: trio.MemorySendChannel[Command] | None = None
+        self._hello_seen = False
+        self._bad_frames = 0
+        now = trio.current_time()
+        self._bucket = TokenBucket(settings.rate, settings.burst, now)
+        self._abuse = WindowCounter(ABUSE_WINDOW_SECONDS, ABUSE_THRESHOLD)
+        self._last_clear = -CLEAR_COOLDOWN_SECONDS
+
+    async def run(self) -> None:
+        with trio.move_on_after(self._settings.hello_timeout):
+            while not self._hello_seen:
+                await self._handle(await self._transport.receive())
+        if not self._hello_seen:
+            self._member.evict(CloseCode.HELLO_TIMEOUT)
+            return
+        while True:
+            await self._handle(await self._transport.receive())
+
+    async def leave(self) -> None:
+        """Tell the room this member is gone (shielded: it runs during cancellation)."""
+        if self._room is None:
+            return
+        with trio.move_on_after(LEAVE_SEND_SECONDS) as scope:
+            scope.shield = True
+            # A room that is gone already needs no goodbye.
+            with contextlib.suppress(trio.BrokenResourceError):
+                await self._room.send(Leave(self._member))
+
+    async def _handle(self, data: str | bytes | None) -> None:
+        frame = decode_frame(data, self._settings.max_ciphertext)
+        match frame:
+            case FrameError():
+                self._bad_frame(frame)
+            case Hello(auth=auth):
+                if self._hello_seen:
+                    self._bad_frame(FrameError(ErrorCode.UNEXPECTED_HELLO, "already authenticated"))
+                    return
+                self._hello_seen = True
+                verifier = hashlib.sha256(b64url_decode(auth)).digest()
+                self._room = await self._registry.join(self._room_id, self._member, verifier)
+            case SendMessage(iv=iv, ciphertext=ciphertext):
+                if self._authenticated() and self._allowed(self._bucket.take(trio.current_time())):
+                    await self._tell_room(Post(self._member, iv, ciphertext))
+            case ClearHistory():
+                if self._authenticated():
+                    now = trio.current_time()
+                    if self._allowed(now - self._last_clear >= CLEAR_COOLDOWN_SECONDS):
+                        self._last_clear = now
+                        await self._tell_room(ClearRequest(self._member))
+
+    def _authenticated(self) -> bool:
+        if self._room is None:
+            self._bad_frame(FrameError(ErrorCode.NOT_AUTHENTICATED, "send hello first"))
+            return False
+        return True
+
+    def _allowed(self, allowed: bool) -> bool:
+        """Answer a rate-limited frame, and close on sustained abuse. Not a bad frame."""
+        if allowed:
+            return True
+        self._member.deliver_nowait(
+            encode_error(FrameError(ErrorCode.RATE_LIMITED, "slow down: frame dropped"))
+        )
+        if self._abuse.add(trio.current_time()):
+            self._member.evict(CloseCode.RATE_ABUSE)
+        return False
+
+    def _bad_frame(self, error: FrameError) -> None:
+        self._member.deliver_nowait(encode_error(error))
+        self._bad_frames += 1
+        if self._bad_frames >= self._settings.max_bad_frames:
+            self._member.evict(CloseCode.POLICY)
+
+    async def _tell_room(self, command: Command) -> None:
+        assert self._room is not None  # noqa: S101  (checked by _authenticated)
+        try:
+            await self._room.send(command)
+        except trio.BrokenResourceError:
+            self._member.evict(CloseCode.INTERNAL)

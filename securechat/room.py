@@ -1,0 +1,262 @@
+"""A room: the rules of one chat room (sans-IO) and the actor task that hosts them.
+
+``RoomRules`` is plain synchronous code: given a command it updates the room's
+state and says what to write to storage and what to send to whom. ``Room`` is the
+actor: the one task that owns a ``RoomRules``, reads commands from its inbox in
+batches, commits the batch's writes in one transaction, and only then delivers.
+Nothing is relayed before it is durable.
+"""
+
+import hmac
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final, final
+
+import trio
+
+from securechat.errors import CloseCode
+from securechat.limits import ROOM_GRACE_SECONDS
+from securechat.member import Member
+from securechat.protocol import (
+    ClientId,
+    History,
+    HistoryCleared,
+    MessageOut,
+    RoomId,
+    System,
+    SystemEvent,
+    encode,
+)
+from securechat.storage import Append, Clear, RoomRecord, SetVerifier, Storage, Write
+
+MAX_BATCH: Final = 128  # commands handled per transaction; bounds one turn's latency
+
+
+# ----- commands: what connections send to a room -----------------------------------
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Join:
+    member: Member
+    verifier: bytes  # SHA-256 of the access token the member presented
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Leave:
+    member: Member
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Post:
+    member: Member
+    iv: str  # validated base64url, relayed as received
+    ciphertext: str
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ClearRequest:
+    member: Member
+
+
+Command = Join | Leave | Post | ClearRequest
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class RoomSettings:
+    history_cap: int
+    max_participants: int  # connections, so one person's many tabs count too
+
+
+@final
+@dataclass(slots=True)
+class Outcome:
+    """What a batch of commands produced, carried out only after ``writes`` commit."""
+
+    writes: list[Write] = field(default_factory=list)
+    deliveries: list[tuple[tuple[Member, ...], str]] = field(default_factory=list)
+    evictions: list[tuple[Member, CloseCode]] = field(default_factory=list)
+
+    def carry_out(self) -> None:
+        for member, code in self.evictions:
+            member.evict(code)
+        for recipients, text in self.deliveries:
+            for member in recipients:
+                member.deliver_nowait(text)
+
+
+# ----- the rules ------------------------------------------------------------------
+
+
+@final
+class RoomRules:
+    """One room's state and rules, with no I/O and no clock of its own."""
+
+    def __init__(self, record: RoomRecord, settings: RoomSettings) -> None:
+        self._settings = settings
+        self.verifier = record.verifier
+        self.last_id = record.last_id
+        self.history: deque[MessageOut] = deque(
+            record.history[-settings.history_cap :] if settings.history_cap else (),
+            maxlen=settings.history_cap,
+        )
+        self.members: dict[Member, None] = {}  # an ordered set of connections
+        self._counts: dict[ClientId, int] = {}  # connections per clientId, in join order
+
+    @property
+    def participants(self) -> list[ClientId]:
+        return list(self._counts)
+
+    def apply(self, command: Command, now_ms: int, out: Outcome) -> None:
+        match command:
+            case Join(member=member, verifier=verifier):
+                self._join(member, verifier, out)
+            case Leave(member=member):
+                self._leave(member, out)
+            case Post(member=member, iv=iv, ciphertext=ciphertext):
+                self._post(member, iv, ciphertext, now_ms, out)
+            case ClearRequest(member=member):
+                self._clear(member, out)
+
+    def _join(self, member: Member, verifier: bytes, out: Outcome) -> None:
+        # The token is checked before capacity, so a stranger learns nothing about
+        # the room, not even that it is full.
+        if self.verifier is None:
+            self.verifier = verifier  # trust on first use
+            out.writes.append(SetVerifier(verifier))
+        elif not hmac.compare_digest(self.verifier, verifier):
+            out.evictions.append((member, CloseCode.BAD_TOKEN))
+            return
+        if len(self.members) >= self._settings.max_participants:
+            out.evictions.append((member, CloseCode.ROOM_FULL))
+            return
+        others = tuple(self.members)
+        self.members[member] = None
+        first = member.client_id not in self._counts
+        self._counts[member.client_id] = self._counts.get(member.client_id, 0) + 1
+        participants = self.participants
+        out.deliveries.append(((member,), encode(History(messages=list(self.history)))))
+        out.deliveries.append(
+            ((member,), encode(System("connected", member.client_id, participants)))
+        )
+        if first and others:
+            joined = encode(System("joined", member.client_id, participants))
+            out.deliveries.append((others, joined))
+
+    def _leave(self, member: Member, out: Outcome) -> None:
+        if member not in self.members:
+            return  # refused at join, or never got in
+        del self.members[member]
+        client_id = member.client_id
+        self._counts[client_id] -= 1
+        if self._counts[client_id] == 0:
+            del self._counts[client_id]
+            self._broadcast("left", client_id, out)
+
+    def _post(self, member: Member, iv: str, ciphertext: str, now_ms: int, out: Outcome) -> None:
+        if member not in self.members:
+            return
+        self.last_id += 1
+        message = MessageOut(
+            id=self.last_id, sender=member.client_id, sent_at=now_ms, iv=iv, ciphertext=ciphertext
+        )
+        self.history.append(message)
+        out.writes.append(Append(message, keep=self._settings.history_cap))
+        # The sender gets its own message back: that is its confirmation.
+        out.deliveries.append((tuple(self.members), encode(message)))
+
+    def _clear(self, member: Member, out: Outcome) -> None:
+        if member not in self.members:
+            return
+        self.history.clear()
+        out.writes.append(Clear())
+        out.deliveries.append((tuple(self.members), encode(HistoryCleared(by=member.client_id))))
+        self._broadcast("cleared", member.client_id, out)
+
+    def _broadcast(self, event: SystemEvent, client_id: ClientId, out: Outcome) -> None:
+        if self.members:
+            text = encode(System(event, client_id, self.participants))
+            out.deliveries.append((tuple(self.members), text))
+
+
+# ----- the actor ------------------------------------------------------------------
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@final
+class Room:
+    """The task that alone owns one room's state.
+
+    Resource handling: owns the receive side of its inbox and closes it on exit,
+    which makes every later send to the room fail with ``BrokenResourceError``.
+    It stops by itself once it has had no members and no commands for
+    ``ROOM_GRACE_SECONDS``, calling ``on_idle`` first with no checkpoint between
+    finding the inbox empty and closing it, so no command is ever lost.
+
+    Error handling: an exception (a storage failure, a bug) propagates to the
+    supervisor in the registry, which evicts the members with 1011.
+    """
+
+    def __init__(
+        self,
+        room_id: RoomId,
+        inbox: trio.MemoryReceiveChannel[Command],
+        storage: Storage,
+        settings: RoomSettings,
+        on_idle: Callable[[], None],
+    ) -> None:
+        self.room_id = room_id
+        self._inbox = inbox
+        self._storage = storage
+        self._settings = settings
+        self._on_idle = on_idle
+        self._rules: RoomRules | None = None
+
+    async def run(self) -> None:
+        with self._inbox:
+            record = await self._storage.load(self.room_id)
+            rules = self._rules = RoomRules(record, self._settings)
+            while (batch := await self._next_batch(rules)) is not None:
+                now = now_ms()
+                out = Outcome()
+                for command in batch:
+                    rules.apply(command, now, out)
+                if out.writes:
+                    await self._storage.write(self.room_id, out.writes, now)
+                out.carry_out()
+
+    def evict_all(self, code: CloseCode) -> None:
+        if self._rules is not None:
+            for member in self._rules.members:
+                member.evict(code)
+
+    async def _next_batch(self, rules: RoomRules) -> list[Command] | None:
+        if rules.members:
+            first = await self._inbox.receive()
+        else:
+            with trio.move_on_after(ROOM_GRACE_SECONDS):
+                return self._drain(await self._inbox.receive())
+            try:
+                first = self._inbox.receive_nowait()
+            except trio.WouldBlock:
+                self._on_idle()
+                return None
+        return self._drain(first)
+
+    def _drain(self, first: Command) -> list[Command]:
+        batch = [first]
+        while len(batch) < MAX_BATCH:
+            try:
+                batch.append(self._inbox.receive_nowait())
+            except trio.WouldBlock:
+                break
+        return batch

@@ -1,0 +1,85 @@
+"""Runs the whole server: storage, the room registry and Hypercorn, in one nursery.
+
+The only module that knows Hypercorn. ``serve`` is used by the command line and,
+unchanged, by the tests, which start it on an ephemeral port.
+"""
+
+import logging
+from typing import Final
+
+import hypercorn.trio
+import trio
+from hypercorn.config import Config as HypercornConfig
+
+from securechat.app import create_app
+from securechat.config import Config
+from securechat.headers import SecurityHeaders
+from securechat.limits import PING_INTERVAL_SECONDS, SHUTDOWN_CLOSE_SECONDS
+from securechat.registry import Registry
+from securechat.room import RoomSettings
+from securechat.storage import SqliteStorage
+
+logger: Final = logging.getLogger("securechat.server")
+
+
+def hypercorn_config(config: Config) -> HypercornConfig:
+    hc = HypercornConfig()
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    hc.bind = [f"{host}:{config.port}"]
+    hc.websocket_max_message_size = config.max_frame  # over it Hypercorn closes with 1009
+    hc.websocket_ping_interval = PING_INTERVAL_SECONDS
+    hc.include_server_header = False
+    hc.accesslog = None  # no access log: it would record who talked to which room
+    hc.errorlog = logging.getLogger("hypercorn.error")  # through our handler, not a second one
+    hc.graceful_timeout = SHUTDOWN_CLOSE_SECONDS
+    return hc
+
+
+async def serve(
+    config: Config,
+    shutdown: trio.Event,
+    *,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until ``shutdown`` is set; report the bound base URL when listening.
+
+    Resource handling: opens the storage and closes it after every room task and
+    the HTTP server have stopped. On shutdown every WebSocket gets 1001 first.
+
+    Error handling: raises ``StorageError`` for an unusable data dir and
+    ``OSError`` (inside an exception group) when the address cannot be bound.
+    """
+    storage = SqliteStorage(config.data_dir)
+    try:
+        async with trio.open_nursery() as nursery:
+            settings = RoomSettings(
+                history_cap=config.history, max_participants=config.max_participants
+            )
+            registry = Registry(storage, settings, config.max_rooms, nursery)
+            app = SecurityHeaders(create_app(config, registry))
+            stop_http = trio.Event()
+            http_done = trio.Event()
+
+            async def run_http(*, task_status: trio.TaskStatus[list[str]]) -> None:
+                try:
+                    await hypercorn.trio.serve(
+                        app,
+                        hypercorn_config(config),
+                        shutdown_trigger=stop_http.wait,
+                        task_status=task_status,
+                    )
+                finally:
+                    http_done.set()
+
+            nursery.start_soon(registry.run_sweeper, config.retention_days)
+            urls: list[str] = await nursery.start(run_http)
+            task_status.started(urls[0])
+            await shutdown.wait()
+            logger.info("shutting down")
+            with trio.move_on_after(SHUTDOWN_CLOSE_SECONDS):
+                await registry.shutdown()
+            stop_http.set()
+            await http_done.wait()
+            nursery.cancel_scope.cancel()
+    finally:
+        storage.close()
