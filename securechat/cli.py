@@ -44,6 +44,10 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    return 0.0 if text.strip() in ("0", "0.0") else _positive_float(text)
+
+
 def _origin(text: str) -> str:
     if normalize_origin(text) is None:
         raise argparse.ArgumentTypeError(f"not an origin like https://chat.example.org: {text!r}")
@@ -77,6 +81,8 @@ _SERVE_OPTIONS: Final[list[tuple[str, Callable[[str], Any], Any, str]]] = [
      "largest WebSocket frame in bytes (over it: close 1009)"),
     ("max-bad-frames", _int_in(1, 1_000_000), limits.DEFAULT_MAX_BAD_FRAMES,
      "bad frames before a socket is closed with 1008"),
+    ("ping-interval", _non_negative_float, limits.DEFAULT_PING_INTERVAL,
+     "seconds between WebSocket pings (0 = none)"),
     ("log-level", _level, "info", "debug, info, warning or error"),
 ]  # fmt: skip
 

@@ -23,5 +23,6 @@ class Config:
     max_ciphertext: int = limits.DEFAULT_MAX_CIPHERTEXT
     max_frame: int = limits.DEFAULT_MAX_FRAME
     max_bad_frames: int = limits.DEFAULT_MAX_BAD_FRAMES
+    ping_interval: float = limits.DEFAULT_PING_INTERVAL  # seconds; 0 = no pings
     allowed_origins: tuple[str, ...] = ()
     log_level: str = "info"

@@ -18,6 +18,9 @@ DEFAULT_RETENTION_DAYS: Final = 30  # days an inactive room's history is kept; 0
 DEFAULT_MAX_CIPHERTEXT: Final = 32 * KIB  # decoded bytes: a few thousand characters encrypted
 DEFAULT_MAX_FRAME: Final = 64 * KIB  # a maximal ciphertext, base64url'd, in its envelope fits
 DEFAULT_MAX_BAD_FRAMES: Final = 10  # bad frames per connection before it is closed
+DEFAULT_PING_INTERVAL: Final = (
+    25.0  # seconds; keeps idle sockets up through proxies cutting at 30-60 s
+)
 
 # Fixed bounds.
 MIN_CIPHERTEXT: Final = 17  # AES-GCM: at least one byte of ciphertext plus the 16-byte tag
@@ -31,4 +34,3 @@ ABUSE_THRESHOLD: Final = 100  # rate-limited frames within the window that close
 CLEAR_COOLDOWN_SECONDS: Final = 3.0  # one clear_history per connection per this many seconds
 SWEEP_INTERVAL_SECONDS: Final = 3600.0  # how often expired rooms are deleted
 SHUTDOWN_CLOSE_SECONDS: Final = 2.0  # time given to sockets to send their 1001 on shutdown
-PING_INTERVAL_SECONDS: Final = 25.0  # keeps idle sockets alive through proxies that cut at 30-60 s

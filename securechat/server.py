@@ -14,7 +14,7 @@ from hypercorn.config import Config as HypercornConfig
 from securechat.app import create_app
 from securechat.config import Config
 from securechat.headers import SecurityHeaders
-from securechat.limits import PING_INTERVAL_SECONDS, SHUTDOWN_CLOSE_SECONDS
+from securechat.limits import SHUTDOWN_CLOSE_SECONDS
 from securechat.registry import Registry
 from securechat.room import RoomSettings
 from securechat.storage import SqliteStorage
@@ -27,7 +27,10 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     host = f"[{config.host}]" if ":" in config.host else config.host
     hc.bind = [f"{host}:{config.port}"]
     hc.websocket_max_message_size = config.max_frame  # over it Hypercorn closes with 1009
-    hc.websocket_ping_interval = PING_INTERVAL_SECONDS
+    # Pings keep idle sockets open through proxies. Hypercorn's ping task outlives a
+    # closed socket until its next tick, so with pings on, shutdown takes up to
+    # graceful_timeout even when every socket has been closed already.
+    hc.websocket_ping_interval = config.ping_interval or None
     hc.include_server_header = False
     hc.accesslog = None  # no access log: it would record who talked to which room
     hc.errorlog = logging.getLogger("hypercorn.error")  # through our handler, not a second one

@@ -1,0 +1,27 @@
+"""Shared fixtures.
+
+How these tests are written:
+- The real thing first: a real Hypercorn server on an ephemeral port on 127.0.0.1
+  (``server``), real WebSocket clients (trio-websocket), real SQLite in a temporary
+  data dir. Actor tests over memory channels come on top, never instead.
+- Deterministic: actor tests wait with ``trio.testing.wait_all_tasks_blocked()``,
+  and anything about time runs on ``autojump_clock``; every network wait is bounded
+  by ``trio.fail_after``.
+- Everything a test starts, it stops: servers by their shutdown event, processes
+  by kill in a ``finally``.
+"""
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.harness import ServerHandle, start_server, test_config
+
+
+@pytest.fixture
+async def server(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[ServerHandle]:
+    handle = await start_server(nursery, test_config(tmp_path / "data"))
+    yield handle
+    await handle.stop()
