@@ -151,7 +151,7 @@ async def connect(
     server: ServerHandle,
     room_id: str,
     client_id: str | None = None,
-    headers: list[tuple[str, str]] | None = None,
+    headers: list[tuple[bytes, bytes]] | None = None,
 ) -> Peer:
     """Open a WebSocket into ``room_id``; the connection lives in ``nursery``."""
     client_id = client_id or new_client_id()
@@ -161,7 +161,7 @@ async def connect(
 
 
 async def _open(
-    nursery: trio.Nursery, url: str, headers: list[tuple[str, str]]
+    nursery: trio.Nursery, url: str, headers: list[tuple[bytes, bytes]]
 ) -> WebSocketConnection:
     async def hold(*, task_status: trio.TaskStatus[WebSocketConnection]) -> None:
         async with open_websocket_url(url, extra_headers=headers) as ws:
