@@ -166,7 +166,13 @@ async def _open(
     async def hold(*, task_status: trio.TaskStatus[WebSocketConnection]) -> None:
         async with open_websocket_url(url, extra_headers=headers) as ws:
             task_status.started(ws)
-            await trio.sleep_forever()
+            try:
+                await trio.sleep_forever()
+            finally:
+                # trio-websocket can leave its socket open when its close is
+                # cancelled (a ResourceWarning later): close the stream ourselves.
+                with trio.CancelScope(shield=True):
+                    await ws._stream.aclose()
 
     ws: WebSocketConnection = await nursery.start(hold)
     return ws
