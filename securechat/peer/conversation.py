@@ -137,11 +137,10 @@ class Conversation:
             case MessageOut():
                 event = self._message(envelope, False)
                 return [] if event is None else [event]
-            case System(event="cleared"):
-                self.participants = tuple(envelope.participants)
-                return []  # ``history_cleared`` already said it
             case System(event=kind, client_id=client_id, participants=participants):
                 self.participants = tuple(participants)
+                if kind == "cleared":
+                    return []  # ``history_cleared`` already said it
                 return [Presence(kind, client_id, self.participants)]
             case HistoryCleared(by=by):
                 return [Cleared(by)]
