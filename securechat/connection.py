@@ -83,40 +83,38 @@ async def serve_connection(
     outbox_send, outbox_receive = trio.open_memory_channel[str](OUTBOX_FRAMES)
     member = Member(client_id, outbox_send)
     reader = _Reader(transport, room_id, member, registry, settings)
-    with registry.track(member), outbox_receive:
+    pump_done = trio.Event()
+    with registry.track(member):
         try:
-            with member.cancel_scope:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_pump, transport, outbox_receive)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_pump, transport, outbox_receive, pump_done)
+                with member.cancel_scope:
                     await reader.run()
-                    nursery.cancel_scope.cancel()
+                await reader.leave()
+                # The pump is never cancelled mid-frame while it can still finish:
+                # closing the outbox lets it send what is queued (the last error,
+                # say) and stop. A reader that is too slow gets no such grace.
+                outbox_send.close()
+                grace = 0 if member.close_code is CloseCode.TOO_SLOW else CLOSE_SEND_SECONDS
+                with trio.move_on_after(grace):
+                    await pump_done.wait()
+                nursery.cancel_scope.cancel()
         finally:
             await reader.leave()
         if member.close_code is not None:
-            await _close(transport, member.close_code, outbox_receive)
+            with trio.move_on_after(CLOSE_SEND_SECONDS) as scope:
+                scope.shield = True
+                await transport.close(member.close_code, CLOSE_REASONS[member.close_code])
 
 
-async def _pump(transport: Transport, outbox: trio.MemoryReceiveChannel[str]) -> None:
-    """The only writer to the socket: sends what the room and the reader queued."""
-    async for text in outbox:
-        await transport.send(text)
-
-
-async def _close(
-    transport: Transport, code: CloseCode, outbox: trio.MemoryReceiveChannel[str]
+async def _pump(
+    transport: Transport, outbox: trio.MemoryReceiveChannel[str], done: trio.Event
 ) -> None:
-    with trio.move_on_after(CLOSE_SEND_SECONDS) as scope:
-        scope.shield = True
-        # Flush what is queued (the last error envelope, say) unless the reader
-        # is the problem.
-        if code is not CloseCode.TOO_SLOW:
-            while True:
-                try:
-                    text = outbox.receive_nowait()
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-                await transport.send(text)
-        await transport.close(code, CLOSE_REASONS[code])
+    """The only writer to the socket: sends what the room and the reader queued."""
+    async with outbox:
+        async for text in outbox:
+            await transport.send(text)
+    done.set()
 
 
 @final
@@ -138,6 +136,7 @@ class _Reader:
         self._settings = settings
         self._room: trio.MemorySendChannel[Command] | None = None
         self._hello_seen = False
+        self._left = False
         self._bad_frames = 0
         now = trio.current_time()
         self._bucket = TokenBucket(settings.rate, settings.burst, now)
@@ -155,9 +154,10 @@ class _Reader:
             await self._handle(await self._transport.receive())
 
     async def leave(self) -> None:
-        """Tell the room this member is gone (shielded: it runs during cancellation)."""
-        if self._room is None:
+        """Tell the room this member is gone, once (shielded: it runs during cancellation)."""
+        if self._room is None or self._left:
             return
+        self._left = True
         with trio.move_on_after(LEAVE_SEND_SECONDS) as scope:
             scope.shield = True
             # A room that is gone already needs no goodbye.

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.harness import ServerHandle, start_server, test_config
+from tests.harness import ServerHandle, make_config, start_server
 
 
 @pytest.fixture
 async def server(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[ServerHandle]:
-    handle = await start_server(nursery, test_config(tmp_path / "data"))
+    handle = await start_server(nursery, make_config(tmp_path / "data"))
     yield handle
     await handle.stop()

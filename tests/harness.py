@@ -42,7 +42,7 @@ def fake_message() -> dict[str, str]:
     return {"type": "message", "iv": b64url(os.urandom(12)), "ciphertext": b64url(os.urandom(40))}
 
 
-def test_config(data_dir: Path, **overrides: Any) -> Config:
+def make_config(data_dir: Path, **overrides: Any) -> Config:
     # No pings: Hypercorn's ping task delays shutdown by up to a ping interval, which
     # every test would pay; test_http checks that pings are sent when configured.
     base = Config(host="127.0.0.1", port=0, data_dir=data_dir, log_level="warning", ping_interval=0)

@@ -77,7 +77,8 @@ async def test_page_is_the_same_document_for_both_routes(server: ServerHandle) -
     _, _, new_chat = await http_get(server, "/new_chat")
     _, _, room = await http_get(server, "/room/abc")
     assert new_chat == room
-    assert b"<script" in new_chat and b'src="/app.js"' in new_chat
+    assert b"<script" in new_chat
+    assert b'src="/app.js"' in new_chat
 
 
 async def test_post_is_refused_with_headers(server: ServerHandle) -> None:
@@ -175,11 +176,11 @@ async def test_same_origin_and_no_origin_are_allowed(
 async def test_allowed_origin_option(nursery: trio.Nursery, tmp_path: object) -> None:
     from pathlib import Path
 
-    from tests.harness import start_server, test_config
+    from tests.harness import make_config, start_server
 
     assert isinstance(tmp_path, Path)
     proxy = await start_server(
-        nursery, test_config(tmp_path / "d2", allowed_origins=("https://chat.example.org",))
+        nursery, make_config(tmp_path / "d2", allowed_origins=("https://chat.example.org",))
     )
     try:
         peer = await connect(
@@ -197,10 +198,10 @@ async def test_allowed_origin_option(nursery: trio.Nursery, tmp_path: object) ->
 async def test_pings_are_sent_when_configured(nursery: trio.Nursery, tmp_path: object) -> None:
     from pathlib import Path
 
-    from tests.harness import start_server, test_config
+    from tests.harness import make_config, start_server
 
     assert isinstance(tmp_path, Path)
-    pinging = await start_server(nursery, test_config(tmp_path / "d3", ping_interval=0.2))
+    pinging = await start_server(nursery, make_config(tmp_path / "d3", ping_interval=0.2))
     try:
         # A raw socket: complete the upgrade, then wait for a ping frame (opcode 0x9).
         with trio.fail_after(5):
@@ -209,7 +210,8 @@ async def test_pings_are_sent_when_configured(nursery: trio.Nursery, tmp_path: o
                 await stream.send_all(
                     f"GET /ws/room?client=abcd HTTP/1.1\r\nHost: 127.0.0.1:{pinging.port}\r\n"
                     "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    "Sec-WebSocket-Version: 13\r\n\r\n".encode()
                 )
                 raw = b""
                 while b"\r\n\r\n" not in raw:
