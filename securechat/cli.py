@@ -7,7 +7,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 import trio
 
@@ -15,6 +15,7 @@ from securechat import __version__, limits
 from securechat import log as sclog
 from securechat.config import Config
 from securechat.origins import normalize_origin
+from securechat.peer import cli as peer_cli
 from securechat.server import serve
 from securechat.storage import StorageError
 
@@ -87,8 +88,15 @@ _SERVE_OPTIONS: Final[list[tuple[str, Callable[[str], Any], Any, str]]] = [
 ]  # fmt: skip
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad option in one line, with a pointer to --help."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="securechat",
         description="A relay for end-to-end-encrypted chat rooms. It never sees a key.",
     )
@@ -112,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="an extra origin allowed to open WebSockets, e.g. the public URL behind a "
         "reverse proxy that rewrites Host (repeatable; env: space-separated)",
     )
+    peer_cli.add_commands(commands)
     return parser
 
 
@@ -174,6 +183,8 @@ async def run_server(config: Config) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in peer_cli.COMMANDS:
+        peer_cli.run(args)
     if args.command == "serve":
         config = config_from_args(parser, args)
         sclog.configure(config.log_level)

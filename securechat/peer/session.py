@@ -107,6 +107,7 @@ class Session:
         self._ws: WebSocketConnection | None = None
         self._greeted = False
         self.connected = trio.Event()  # set once; see ``is_connected`` for now
+        self._progress = trio.Event()  # set and replaced after every server frame
 
     @property
     def client_id(self) -> ClientId:
@@ -129,6 +130,11 @@ class Session:
         mid, frame = self.conversation.compose(text)
         await self._send(frame)
         return mid
+
+    async def wait_all_echoed(self) -> None:
+        """Wait until the server has echoed every message we sent (bound it yourself)."""
+        while self.conversation.pending:
+            await self._progress.wait()
 
     async def clear_history(self) -> None:
         """Ask the server to clear the room's history.
@@ -230,6 +236,8 @@ class Session:
             elif isinstance(event, ServerError) and event.code == "rate_limited":
                 nursery.start_soon(self._resend_later, ws)
             await self._events.send(event)
+        self._progress.set()
+        self._progress = trio.Event()
 
     async def _resend_later(self, ws: WebSocketConnection) -> None:
         await trio.sleep(RATE_RETRY_SECONDS)

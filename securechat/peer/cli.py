@@ -1,0 +1,260 @@
+"""The client commands of ``securechat``: ``new``, ``chat``, ``send`` and ``tail``.
+
+Each prints a failure as one line on stderr (``securechat: error: ...``) and
+exits with status 1; 2 is a usage error, 130 an interrupt. No traceback.
+"""
+
+import argparse
+import functools
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import trio
+
+from securechat.peer.display import json_line, line
+from securechat.peer.events import ChatMessage, Disconnected, ServerError, Stopped, Unreadable
+from securechat.peer.keys import MAX_NAME_CHARS
+from securechat.peer.link import DEFAULT_SERVER, InviteLink, LinkError, new_link, parse_link
+from securechat.peer.session import NotConnected, Session, open_session
+from securechat.peer.state import Identity, load_identity
+from securechat.protocol import ClientId, parse_client_id
+
+COMMANDS: Final = frozenset({"new", "chat", "send", "tail"})
+SEND_SECONDS: Final = 30.0  # ``send`` gives up if the echo has not come by then
+FLUSH_SECONDS: Final = 10.0  # ``chat`` waits this long for echoes when stdin ends
+INTERRUPTED: Final = 130  # the shell's status for a process ended by SIGINT
+CHAT_HELP: Final = "commands: /clear (clear the room's history), /who, /quit"
+
+
+def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Add the client subcommands to the ``securechat`` parser."""
+    new = commands.add_parser(
+        "new",
+        help="create a room and print its invite link",
+        description="Create a room: print an invite link whose secret is made here and "
+        "never sent anywhere. The room exists once someone joins it.",
+    )
+    new.add_argument("--server", default=DEFAULT_SERVER, help=f"default: {DEFAULT_SERVER}")
+
+    chat = commands.add_parser(
+        "chat",
+        help="join a room and chat in the terminal",
+        description=f"Join the room of LINK. Type a line to send it; {CHAT_HELP}.",
+    )
+    _room_arguments(chat, with_name=True)
+
+    send = commands.add_parser(
+        "send",
+        help="send one message and exit once the server has it",
+        description="Send TEXT (or standard input, when TEXT is '-' or absent) to the "
+        "room of LINK; exit 0 once the server has echoed it.",
+    )
+    _room_arguments(send, with_name=True)
+    send.add_argument("text", nargs="?", default="-", metavar="TEXT")
+
+    tail = commands.add_parser(
+        "tail",
+        help="print messages as JSON lines",
+        description="Print the history, then each message as it arrives, as one JSON object "
+        'a line: {"id", "from", "sentAt", "name", "text"}.',
+    )
+    _room_arguments(tail, with_name=False)
+
+
+def _room_arguments(parser: argparse.ArgumentParser, *, with_name: bool) -> None:
+    parser.add_argument("link", metavar="LINK", help="the invite link, with its #secret")
+    parser.add_argument(
+        "--client-id",
+        type=_client_id,
+        default=None,
+        help="use this id instead of the one remembered for the room",
+    )
+    if with_name:
+        parser.add_argument(
+            "--name",
+            type=_name,
+            default=None,
+            help=f"display name put in your messages (at most {MAX_NAME_CHARS} characters; "
+            "remembered for the room)",
+        )
+
+
+def _client_id(text: str) -> ClientId:
+    client_id = parse_client_id(text)
+    if client_id is None:
+        raise argparse.ArgumentTypeError("4 to 16 of a-z, 0-9, '_' and '-'")
+    return client_id
+
+
+def _name(text: str) -> str:
+    text = text.strip()
+    if not text or len(text) > MAX_NAME_CHARS:
+        raise argparse.ArgumentTypeError(f"1 to {MAX_NAME_CHARS} characters")
+    return text
+
+
+def run(args: argparse.Namespace) -> None:
+    """Run the client subcommand in ``args``; exits the process with its status."""
+    try:
+        status = _dispatch(args)
+    except (LinkError, ValueError) as exc:
+        status = _fail(str(exc))
+    except KeyboardInterrupt:  # before or after Trio's own handling
+        status = INTERRUPTED
+    except BrokenPipeError:  # ``securechat tail LINK | head`` ends like this
+        status = 0
+    sys.exit(status)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "new":
+        print(new_link(args.server), flush=True)
+        return 0
+    link = parse_link(args.link)
+    identity, warning = load_identity(
+        link.room_id, client_id=args.client_id, name=getattr(args, "name", None)
+    )
+    if warning:
+        print(f"securechat: warning: {warning}", file=sys.stderr, flush=True)
+    match args.command:
+        case "chat":
+            return _run(functools.partial(_chat, link, identity))
+        case "send":
+            text = sys.stdin.read() if args.text == "-" else args.text
+            return _run(functools.partial(_send, link, identity, text.rstrip("\n")))
+        case _:
+            return _run(functools.partial(_tail, link, identity))
+
+
+def _fail(reason: str) -> int:
+    print(f"securechat: error: {reason}", file=sys.stderr, flush=True)
+    return 1
+
+
+def _run(main: Callable[[], Awaitable[int]]) -> int:
+    """``trio.run(main)``, where SIGINT cancels ``main`` and gives 130."""
+
+    async def interruptible() -> int:
+        status = INTERRUPTED
+        with trio.open_signal_receiver(signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+
+                async def watch() -> None:
+                    async for _ in signals:
+                        nursery.cancel_scope.cancel()
+                        return
+
+                async def body() -> None:
+                    nonlocal status
+                    status = await main()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(watch)
+                nursery.start_soon(body)
+        return status
+
+    return trio.run(interruptible)
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+async def _chat(link: InviteLink, identity: Identity) -> int:
+    _say(f"* joining room {link.room_id} as {identity.client_id}; {CHAT_HELP}")
+    status = 0
+    async with (
+        open_session(link, identity.client_id, name=identity.name) as (session, events),
+        trio.open_nursery() as nursery,
+    ):
+
+        async def show() -> None:
+            nonlocal status
+            async for event in events:
+                if isinstance(event, Stopped):
+                    status = _fail(event.reason)
+                    break
+                text = line(event, session.client_id)
+                if text is not None:
+                    _say(text)
+            nursery.cancel_scope.cancel()
+
+        async def type_lines() -> None:
+            await _read_lines(session)
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(show)
+        nursery.start_soon(type_lines)
+    return status
+
+
+async def _read_lines(session: Session) -> None:
+    """Send each line of stdin until ``/quit`` or its end, then wait for the echoes."""
+    while True:
+        # A thread, not an FdStream: making stdin non-blocking would change it for
+        # every process sharing the terminal. Abandoned on cancellation.
+        typed = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+        if not typed:
+            break
+        command = typed.strip()
+        if command == "/quit":
+            return
+        if command == "/clear":
+            try:
+                await session.clear_history()
+            except NotConnected as exc:
+                _say(f"! {exc}")
+        elif command == "/who":
+            _say(f"* here: {', '.join(session.conversation.participants) or 'nobody'}")
+        elif command.startswith("/") and " " not in command:
+            _say(f"! unknown command {command}; {CHAT_HELP}")
+        elif command:
+            try:
+                await session.send_text(typed.rstrip("\n"))
+            except ValueError as exc:
+                _say(f"! {exc}")
+    with trio.move_on_after(FLUSH_SECONDS) as waiting:
+        await session.wait_all_echoed()
+    if waiting.cancelled_caught:
+        _say(f"! {session.conversation.pending} message(s) may not have been delivered")
+
+
+async def _send(link: InviteLink, identity: Identity, text: str) -> int:
+    async with open_session(link, identity.client_id, name=identity.name) as (session, events):
+        mid = await session.send_text(text)
+        with trio.move_on_after(SEND_SECONDS):
+            async for event in events:
+                match event:
+                    case ChatMessage(own=True) if event.mid == mid:
+                        return 0
+                    case Stopped(reason=reason):
+                        return _fail(reason)
+                    case ServerError() | Disconnected():
+                        _note(line(event, session.client_id))
+                    case _:
+                        pass
+    return _fail(f"the server did not confirm the message within {SEND_SECONDS:.0f} s")
+
+
+async def _tail(link: InviteLink, identity: Identity) -> int:
+    async with open_session(link, identity.client_id) as (session, events):
+        async for event in events:
+            match event:
+                case ChatMessage():
+                    _say(json_line(event))
+                case Unreadable(id=message_id, sender=sender):
+                    _note(f"message {message_id} from {sender} could not be decrypted")
+                case Stopped(reason=reason):
+                    return _fail(reason)
+                case ServerError() | Disconnected():
+                    _note(line(event, session.client_id))
+                case _:
+                    pass
+    return 0
+
+
+def _note(text: str | None) -> None:
+    if text:
+        print(f"securechat: {text.removeprefix('! ')}", file=sys.stderr, flush=True)

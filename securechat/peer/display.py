@@ -1,0 +1,85 @@
+"""How events look in a terminal and in ``tail``'s JSON lines.
+
+Everything a peer wrote passes through ``clean`` before it reaches a terminal:
+a message could otherwise carry escape sequences that rewrite the screen,
+retitle the window or hide text (bidirectional overrides).
+"""
+
+import json
+import re
+import time
+from typing import Final
+
+from securechat.peer.events import (
+    ChatMessage,
+    Cleared,
+    Disconnected,
+    Event,
+    Presence,
+    ServerError,
+    Stopped,
+    Unreadable,
+)
+from securechat.peer.keys import MAX_NAME_CHARS
+
+# C0 and C1 controls but newline and tab, DEL, and the bidi embeddings and isolates.
+_UNSAFE: Final = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+UNREADABLE_TEXT: Final = "[a message that could not be decrypted]"
+
+
+def clean(text: str) -> str:
+    """``text`` with every terminal control character replaced by U+FFFD."""
+    return _UNSAFE.sub("\ufffd", text.replace("\t", " "))
+
+
+def when(ms: int, now: float | None = None) -> str:
+    """A local time: ``14:03``, with the date if it is not today."""
+    moment = time.localtime(ms / 1000)
+    today = time.localtime(time.time() if now is None else now)
+    if moment[:3] == today[:3]:
+        return time.strftime("%H:%M", moment)
+    return time.strftime("%Y-%m-%d %H:%M", moment)
+
+
+def who(sender: str, name: str | None, own: bool = False) -> str:
+    label = f"{clean(name[:MAX_NAME_CHARS])} ({sender})" if name else sender
+    return f"{label} (you)" if own else label
+
+
+def line(event: Event, me: str) -> str | None:
+    """The chat line for ``event``, or None for events the chat does not show."""
+    match event:
+        case ChatMessage():
+            body = clean(event.text).replace("\n", "\n    ")
+            return f"[{when(event.sent_at)}] {who(event.sender, event.name, event.own)}: {body}"
+        case Unreadable():
+            return f"[{when(event.sent_at)}] {event.sender}: {UNREADABLE_TEXT}"
+        case Presence(event="connected", participants=participants):
+            others = [p for p in participants if p != me]
+            here = ", ".join(others) if others else "nobody else yet"
+            return f"* connected as {me}; here: {here}"
+        case Presence(event="joined", client_id=client_id):
+            return f"* {client_id} joined"
+        case Presence(event="left", client_id=client_id):
+            return f"* {client_id} left"
+        case Cleared(by=by):
+            return f"* the history was cleared by {by}"
+        case ServerError(code=code, message=message):
+            return f"! the server dropped a frame: {clean(message)} ({clean(code)})"
+        case Disconnected(reason=reason, retry_in=retry_in):
+            return f"! {reason}; reconnecting in {retry_in:.1f} s"
+        case Stopped():
+            return None
+    return None
+
+
+def json_line(message: ChatMessage) -> str:
+    """``{"id","from","sentAt","name","text"}`` on one line (newlines escaped)."""
+    record = {
+        "id": message.id,
+        "from": message.sender,
+        "sentAt": message.sent_at,
+        "name": message.name,
+        "text": message.text,
+    }
+    return json.dumps(record, ensure_ascii=False)
