@@ -7,7 +7,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import Any, Final, NoReturn, cast
 
 import trio
 
@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="an extra origin allowed to open WebSockets, e.g. the public URL behind a "
         "reverse proxy that rewrites Host (repeatable; env: space-separated)",
     )
-    peer_cli.add_commands(commands)
+    # The subcommands share the parser class; the client registers its own.
+    peer_cli.add_commands(cast("argparse._SubParsersAction[argparse.ArgumentParser]", commands))
     return parser
 
 

@@ -1,0 +1,208 @@
+"""The room actor over raw memory channels: no sockets, no sleeps, Trio's clock."""
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import trio
+import trio.testing
+
+from securechat.errors import CloseCode
+from securechat.limits import ROOM_GRACE_SECONDS
+from securechat.member import Member
+from securechat.protocol import ClientId, RoomId
+from securechat.room import ClearRequest, Command, Join, Leave, Post, Room, RoomSettings
+from securechat.storage import MemoryStorage, Storage, Write
+
+ROOM = RoomId("room")
+VERIFIER = b"v" * 32
+SETTINGS = RoomSettings(history_cap=3, max_participants=3)
+
+
+class Probe:
+    """A member plus the receive side of its outbox."""
+
+    def __init__(self, client_id: str, outbox_size: int = 16) -> None:
+        send, self.inbox = trio.open_memory_channel[str](outbox_size)
+        self.member = Member(ClientId(client_id), send)
+
+    def frames(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        while True:
+            try:
+                out.append(msgspec.json.decode(self.inbox.receive_nowait()))
+            except trio.WouldBlock:
+                return out
+
+
+class GatedStorage:
+    """Memory storage that holds every write until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self._inner = MemoryStorage()
+        self.gate = trio.Event()
+        self.load = self._inner.load
+        self.load_verifier = self._inner.load_verifier
+        self.sweep = self._inner.sweep
+        self.close = self._inner.close
+
+    async def write(self, room_id: RoomId, writes: Sequence[Write], now_ms: int) -> None:
+        await self.gate.wait()
+        await self._inner.write(room_id, writes, now_ms)
+
+
+async def start_room(
+    nursery: trio.Nursery, storage: Storage | None = None
+) -> tuple[trio.MemorySendChannel[Command], list[bool]]:
+    send, receive = trio.open_memory_channel[Command](64)
+    stopped: list[bool] = []
+    room = Room(ROOM, receive, storage or MemoryStorage(), SETTINGS, lambda: stopped.append(True))
+    nursery.start_soon(room.run)
+    return send, stopped
+
+
+async def test_join_gets_history_then_connected(nursery: trio.Nursery) -> None:
+    inbox, _ = await start_room(nursery)
+    alice, bob = Probe("alice"), Probe("bobby")
+    await inbox.send(Join(alice.member, VERIFIER))
+    await inbox.send(Join(bob.member, VERIFIER))
+    await trio.testing.wait_all_tasks_blocked()
+    assert alice.frames() == [
+        {"type": "history", "messages": []},
+        {"type": "system", "event": "connected", "clientId": "alice", "participants": ["alice"]},
+        {
+            "type": "system",
+            "event": "joined",
+            "clientId": "bobby",
+            "participants": ["alice", "bobby"],
+        },
+    ]
+    assert [f["type"] for f in bob.frames()] == ["history", "system"]
+
+
+async def test_wrong_verifier_is_refused_before_capacity(nursery: trio.Nursery) -> None:
+    inbox, _ = await start_room(nursery)
+    probes = [Probe(f"user{i}") for i in range(3)]
+    for probe in probes:
+        await inbox.send(Join(probe.member, VERIFIER))
+    wrong, late = Probe("wrong"), Probe("later")
+    await inbox.send(Join(wrong.member, b"x" * 32))
+    await inbox.send(Join(late.member, VERIFIER))
+    await trio.testing.wait_all_tasks_blocked()
+    assert wrong.member.close_code is CloseCode.BAD_TOKEN
+    assert late.member.close_code is CloseCode.ROOM_FULL
+    assert wrong.frames() == []
+    assert late.frames() == []
+
+
+async def test_history_cap_and_ids(nursery: trio.Nursery) -> None:
+    storage = MemoryStorage()
+    inbox, _ = await start_room(nursery, storage)
+    alice = Probe("alice", outbox_size=64)
+    await inbox.send(Join(alice.member, VERIFIER))
+    for i in range(5):
+        await inbox.send(Post(alice.member, "AAAAAAAAAAAAAAAA", f"c{i}"))
+    await trio.testing.wait_all_tasks_blocked()
+    messages = [f for f in alice.frames() if f["type"] == "message"]
+    assert [m["id"] for m in messages] == [1, 2, 3, 4, 5]
+    record = await storage.load(ROOM)
+    assert [m.id for m in record.history] == [3, 4, 5]
+    assert record.last_id == 5
+    late = Probe("later")
+    await inbox.send(Join(late.member, VERIFIER))
+    await trio.testing.wait_all_tasks_blocked()
+    history = late.frames()[0]
+    assert history["type"] == "history"
+    assert [m["ciphertext"] for m in history["messages"]] == ["c2", "c3", "c4"]
+
+
+async def test_nothing_is_relayed_before_it_is_stored(nursery: trio.Nursery) -> None:
+    storage = GatedStorage()
+    inbox, _ = await start_room(nursery, storage)
+    alice = Probe("alice")
+    await inbox.send(Join(alice.member, VERIFIER))
+    await inbox.send(Post(alice.member, "AAAAAAAAAAAAAAAA", "c0"))
+    await trio.testing.wait_all_tasks_blocked()
+    assert alice.frames() == []  # not even the join: it registers the verifier
+    storage.gate.set()
+    await trio.testing.wait_all_tasks_blocked()
+    assert [f["type"] for f in alice.frames()] == ["history", "system", "message"]
+
+
+async def test_one_connection_of_two_leaving_is_not_a_leave(nursery: trio.Nursery) -> None:
+    inbox, _ = await start_room(nursery)
+    alice, tab1, tab2 = Probe("alice"), Probe("bobby"), Probe("bobby")
+    for probe in (alice, tab1, tab2):
+        await inbox.send(Join(probe.member, VERIFIER))
+    await inbox.send(Leave(tab1.member))
+    await trio.testing.wait_all_tasks_blocked()
+    assert [f.get("event") for f in alice.frames()] == [None, "connected", "joined"]
+    await inbox.send(Leave(tab2.member))
+    await trio.testing.wait_all_tasks_blocked()
+    assert alice.frames() == [
+        {"type": "system", "event": "left", "clientId": "bobby", "participants": ["alice"]}
+    ]
+
+
+async def test_clear(nursery: trio.Nursery) -> None:
+    storage = MemoryStorage()
+    inbox, _ = await start_room(nursery, storage)
+    alice = Probe("alice")
+    await inbox.send(Join(alice.member, VERIFIER))
+    await inbox.send(Post(alice.member, "AAAAAAAAAAAAAAAA", "c0"))
+    await inbox.send(ClearRequest(alice.member))
+    await trio.testing.wait_all_tasks_blocked()
+    assert [f["type"] for f in alice.frames()][-2:] == ["history_cleared", "system"]
+    assert (await storage.load(ROOM)).history == []
+
+
+async def test_a_full_outbox_evicts_without_blocking(nursery: trio.Nursery) -> None:
+    inbox, _ = await start_room(nursery)
+    fast, stuck = Probe("quick", outbox_size=64), Probe("stuck", outbox_size=2)
+    await inbox.send(Join(fast.member, VERIFIER))
+    await inbox.send(Join(stuck.member, VERIFIER))
+    for i in range(5):
+        await inbox.send(Post(fast.member, "AAAAAAAAAAAAAAAA", f"c{i}"))
+    await trio.testing.wait_all_tasks_blocked()
+    assert stuck.member.close_code is CloseCode.TOO_SLOW
+    assert len([f for f in fast.frames() if f["type"] == "message"]) == 5
+
+
+async def test_commands_from_non_members_are_ignored(nursery: trio.Nursery) -> None:
+    inbox, _ = await start_room(nursery)
+    alice, ghost = Probe("alice"), Probe("ghost")
+    await inbox.send(Join(alice.member, VERIFIER))
+    await inbox.send(Post(ghost.member, "AAAAAAAAAAAAAAAA", "c0"))
+    await inbox.send(ClearRequest(ghost.member))
+    await inbox.send(Leave(ghost.member))
+    await trio.testing.wait_all_tasks_blocked()
+    assert [f["type"] for f in alice.frames()] == ["history", "system"]
+
+
+async def test_an_empty_room_stops_after_the_grace_period(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    inbox, stopped = await start_room(nursery)
+    alice = Probe("alice")
+    await inbox.send(Join(alice.member, VERIFIER))
+    await inbox.send(Leave(alice.member))
+    await trio.sleep(ROOM_GRACE_SECONDS / 2)
+    assert stopped == []
+    await trio.sleep(ROOM_GRACE_SECONDS)
+    assert stopped == [True]
+    # Its inbox is closed: a late sender learns at once and starts a new room.
+    try:
+        inbox.send_nowait(Join(alice.member, VERIFIER))
+    except trio.BrokenResourceError:
+        pass
+    else:
+        raise AssertionError("the stopped room still accepted a command")
+
+
+async def test_a_room_with_members_does_not_stop(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    inbox, stopped = await start_room(nursery)
+    await inbox.send(Join(Probe("alice").member, VERIFIER))
+    await trio.sleep(ROOM_GRACE_SECONDS * 10)
+    assert stopped == []
