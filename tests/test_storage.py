@@ -1,0 +1,110 @@
+"""SQLite storage: batches, the history cap, retention, and what ends up in the file."""
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import trio
+import trio.lowlevel
+
+from securechat.protocol import ClientId, MessageOut, RoomId
+from securechat.storage import (
+    Append,
+    Clear,
+    MemoryStorage,
+    SetVerifier,
+    SqliteStorage,
+    Storage,
+    StorageError,
+)
+
+ROOM = RoomId("room")
+OTHER = RoomId("other")
+
+
+def message(i: int) -> MessageOut:
+    return MessageOut(
+        id=i, sender=ClientId("alice"), sent_at=i, iv="AAAAAAAAAAAAAAAA", ciphertext=f"c{i}"
+    )
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    if request.param == "sqlite":
+        return SqliteStorage(tmp_path / "data")
+    return MemoryStorage()
+
+
+async def test_batches_and_cap(storage: Storage) -> None:
+    assert (await storage.load(ROOM)).verifier is None
+    await storage.write(
+        ROOM, [SetVerifier(b"v" * 32), *(Append(message(i), keep=3) for i in range(1, 6))], 1
+    )
+    record = await storage.load(ROOM)
+    assert record.verifier == b"v" * 32
+    assert record.last_id == 5
+    assert [m.ciphertext for m in record.history] == ["c3", "c4", "c5"]
+    await storage.write(ROOM, [Clear(), Append(message(6), keep=3)], 2)
+    record = await storage.load(ROOM)
+    assert [m.id for m in record.history] == [6]
+    assert record.last_id == 6
+    storage.close()
+
+
+async def test_sweep_keeps_active_and_recent_rooms(storage: Storage) -> None:
+    await storage.write(ROOM, [SetVerifier(b"v" * 32), Append(message(1), keep=10)], now_ms=1_000)
+    await storage.write(OTHER, [SetVerifier(b"w" * 32)], now_ms=1_000)
+    assert await storage.sweep(cutoff_ms=500, active=set()) == 0
+    assert await storage.sweep(cutoff_ms=2_000, active={OTHER}) == 1
+    assert (await storage.load(ROOM)).verifier is None
+    assert (await storage.load(ROOM)).history == []
+    assert (await storage.load(OTHER)).verifier == b"w" * 32
+    storage.close()
+
+
+async def test_the_file_is_private_and_holds_no_more_than_documented(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    storage = SqliteStorage(data)
+    await storage.write(ROOM, [SetVerifier(b"v" * 32), Append(message(1), keep=10)], 5)
+    storage.close()
+    assert stat.S_IMODE(os.stat(data).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(data / "securechat.sqlite3").st_mode) == 0o600
+    import sqlite3
+
+    db = sqlite3.connect(data / "securechat.sqlite3")
+    columns = {
+        table: [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
+        for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    }
+    db.close()
+    assert columns == {
+        "rooms": ["room_id", "verifier", "last_id", "last_active"],
+        "messages": ["room_id", "id", "sender", "sent_at", "iv", "ciphertext"],
+    }
+
+
+def test_unusable_data_dir(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StorageError, match="cannot use data dir"):
+        SqliteStorage(blocker / "data")
+
+
+async def test_writes_do_not_block_the_event_loop(tmp_path: Path) -> None:
+    storage = SqliteStorage(tmp_path / "data")
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ticker)
+        for i in range(1, 50):
+            await storage.write(ROOM, [Append(message(i), keep=10)], i)
+        nursery.cancel_scope.cancel()
+    storage.close()
+    assert ticks > 0
