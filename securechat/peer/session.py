@@ -30,7 +30,6 @@ from trio_websocket import (
     ConnectionRejected,
     HandshakeError,
     WebSocketConnection,
-    open_websocket_url,
 )
 
 from securechat.errors import CloseCode
@@ -38,15 +37,13 @@ from securechat.peer.conversation import Conversation
 from securechat.peer.events import Disconnected, Event, Presence, ServerError, Stopped
 from securechat.peer.keys import RoomKeys
 from securechat.peer.link import InviteLink
+from securechat.peer.transport import open_room_socket
 from securechat.protocol import ClientId
 
 EVENT_BUFFER: Final = 256  # events queued for a slow consumer before reading pauses
-CONNECT_SECONDS: Final = 10.0  # TCP, TLS and the WebSocket handshake together
-CLOSE_SECONDS: Final = 2.0  # the close handshake; past it the socket is just dropped
 PING_SECONDS: Final = 20.0  # a ping this often notices a connection that died silently
 PONG_SECONDS: Final = 10.0  # no pong within this: the connection counts as lost
 RATE_RETRY_SECONDS: Final = 1.0  # after ``rate_limited``, pending messages go again
-MAX_FRAME_CHARS: Final = 1024 * 1024  # larger server frames are refused (1009)
 
 _FATAL: Final[dict[int, str]] = {
     CloseCode.BAD_TOKEN: "wrong key for this room: the link is not the one the room was "
@@ -170,12 +167,7 @@ class Session:
     async def _connect_once(self) -> _Ended:
         url = self._link.ws_url(self.client_id)
         try:
-            async with open_websocket_url(
-                url,
-                connect_timeout=CONNECT_SECONDS,
-                disconnect_timeout=CLOSE_SECONDS,
-                max_message_size=MAX_FRAME_CHARS,
-            ) as ws:
+            async with open_room_socket(url) as ws:
                 return await self._converse(ws)
         except ConnectionRejected as exc:
             fatal = 400 <= exc.status_code < 500

@@ -1,0 +1,172 @@
+"""The reference client's session against a real server: join, relay, history, clear,
+wrong key, room full, unreadable messages, and reconnection across a server restart."""
+
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Final, TypeVar
+
+import trio
+
+from securechat.peer.events import (
+    ChatMessage,
+    Cleared,
+    Disconnected,
+    Event,
+    Presence,
+    Stopped,
+    Unreadable,
+)
+from securechat.peer.keys import Plaintext, RoomKeys
+from securechat.peer.link import InviteLink, new_link
+from securechat.peer.session import Backoff, Session, open_session
+from securechat.protocol import ClientId
+from tests.harness import WAIT, ServerHandle, joined_peer, make_config, start_server
+
+FAST: Final = Backoff(first=0.05, limit=0.5)  # reconnect quickly in tests
+E = TypeVar("E", bound=Event)
+
+Events = trio.MemoryReceiveChannel[Event]
+
+
+@asynccontextmanager
+async def joined(
+    link: InviteLink, client_id: str, name: str | None = None
+) -> AsyncIterator[tuple[Session, Events]]:
+    """A session that has received its ``connected``."""
+    async with open_session(link, ClientId(client_id), name=name, backoff=FAST) as (s, events):
+        await until(events, Presence, lambda e: e.event == "connected")
+        yield s, events
+
+
+async def until(events: Events, kind: type[E], matches: Callable[[E], bool] = lambda _: True) -> E:
+    """The next event of ``kind`` that ``matches``, skipping others (within WAIT)."""
+    with trio.fail_after(WAIT):
+        async for event in events:
+            if isinstance(event, kind) and matches(event):
+                return event
+    raise AssertionError(f"the session ended before a {kind.__name__}")
+
+
+def room(server: ServerHandle) -> InviteLink:
+    return new_link(server.base)
+
+
+async def test_two_sessions_exchange_messages_with_names(server: ServerHandle) -> None:
+    link = room(server)
+    async with joined(link, "alice01", "Alice") as (alice, alice_events):
+        async with joined(link, "bob0002", "Bob") as (_, bob_events):
+            joined_event = await until(alice_events, Presence, lambda e: e.event == "joined")
+            assert joined_event.client_id == "bob0002"
+            assert set(joined_event.participants) == {"alice01", "bob0002"}
+
+            mid = await alice.send_text("hello, Bob")
+            got = await until(bob_events, ChatMessage)
+            assert (got.text, got.name, got.sender, got.mid, got.own) == (
+                "hello, Bob", "Alice", "alice01", mid, False,
+            )  # fmt: skip
+            echo = await until(alice_events, ChatMessage)
+            assert echo.own
+            assert echo.id == got.id
+            assert alice.conversation.pending == 0
+        left = await until(alice_events, Presence, lambda e: e.event == "left")
+        assert left.client_id == "bob0002"
+
+
+async def test_history_is_delivered_in_order_on_join(server: ServerHandle) -> None:
+    link = room(server)
+    async with joined(link, "alice01") as (alice, _):
+        for text in ("one", "two", "three"):
+            await alice.send_text(text)
+        with trio.fail_after(WAIT):
+            await alice.wait_all_echoed()
+    async with open_session(link, ClientId("carol03"), backoff=FAST) as (_, events):
+        got = [await until(events, ChatMessage) for _ in range(3)]
+    assert [m.text for m in got] == ["one", "two", "three"]
+    assert all(m.from_history for m in got)
+    assert [m.id for m in got] == sorted(m.id for m in got)
+
+
+async def test_clear_history_reaches_everyone(server: ServerHandle) -> None:
+    link = room(server)
+    async with joined(link, "alice01") as (alice, alice_events):
+        await alice.send_text("soon gone")
+        await until(alice_events, ChatMessage)
+        async with joined(link, "bob0002") as (_, bob_events):
+            await alice.clear_history()
+            assert await until(bob_events, Cleared) == Cleared(ClientId("alice01"))
+            assert await until(alice_events, Cleared) == Cleared(ClientId("alice01"))
+    async with open_session(link, ClientId("carol03"), backoff=FAST) as (_, events):
+        first = await until(events, Presence)  # nothing from the history before it
+    assert first.event == "connected"
+
+
+async def test_wrong_key_stops_with_a_clear_reason(server: ServerHandle) -> None:
+    link = room(server)
+    async with joined(link, "alice01"):
+        impostor = InviteLink(link.base, link.room_id, os.urandom(32))
+        async with open_session(impostor, ClientId("mallory"), backoff=FAST) as (_, events):
+            stopped = await until(events, Stopped)
+            with trio.fail_after(WAIT):
+                assert [e async for e in events] == []  # the channel closes: no retry
+    assert stopped.code == 4401
+    assert "wrong key" in stopped.reason
+
+
+async def test_full_room_stops_with_a_clear_reason(nursery: trio.Nursery, tmp_path: Path) -> None:
+    server = await start_server(nursery, make_config(tmp_path / "data", max_participants=1))
+    try:
+        link = room(server)
+        async with (
+            joined(link, "alice01"),
+            open_session(link, ClientId("bob0002"), backoff=FAST) as (_, events),
+        ):
+            stopped = await until(events, Stopped)
+        assert stopped.code == 4409
+        assert "full" in stopped.reason
+    finally:
+        await server.stop()
+
+
+async def test_a_message_that_does_not_decrypt_is_shown_as_unreadable(
+    nursery: trio.Nursery, server: ServerHandle
+) -> None:
+    link = room(server)
+    keys = RoomKeys(link.secret, link.room_id)
+    async with joined(link, "alice01") as (alice, events):
+        raw = await joined_peer(nursery, server, link.room_id, keys.auth, "rawpeer")
+        await raw.post()  # random bytes: right shape, no valid tag
+        unreadable = await until(events, Unreadable)
+        assert unreadable.sender == "rawpeer"
+        # A well-formed message relayed twice (say, a resend after a lost echo) shows once.
+        sealed = keys.seal(Plaintext(text="once", mid="same-mid", ts=1), ClientId("rawpeer"))
+        envelope = {"type": "message", "iv": sealed.iv, "ciphertext": sealed.ciphertext}
+        await raw.send(envelope)
+        await raw.send(envelope)
+        assert (await until(events, ChatMessage)).text == "once"
+        await alice.send_text("still fine")
+        assert (await until(events, ChatMessage)).text == "still fine"  # not "once" again
+
+
+async def test_reconnects_after_a_server_restart_and_sends_what_was_pending(
+    nursery: trio.Nursery, server: ServerHandle
+) -> None:
+    link = room(server)
+    async with joined(link, "alice01", "Alice") as (alice, events):
+        await alice.send_text("before")
+        await until(events, ChatMessage)
+        await server.stop()
+        lost = await until(events, Disconnected)
+        assert lost.code == 1001
+        mid = await alice.send_text("while away")  # pending until the next hello
+        # Same port, same data dir: what ServerHandle.restart does, split in two.
+        server = await start_server(nursery, replace(server.config, port=server.port))
+        try:
+            await until(events, Presence, lambda e: e.event == "connected")
+            echo = await until(events, ChatMessage)
+            assert (echo.text, echo.mid, echo.own) == ("while away", mid, True)
+            assert alice.is_connected
+        finally:
+            await server.stop()
