@@ -49,15 +49,10 @@ def make_config(data_dir: Path, **overrides: Any) -> Config:
     return replace(base, **overrides)
 
 
-@dataclass
-class ServerHandle:
-    """A running in-process server. ``stop()`` shuts it down the way SIGTERM does."""
+class Urls:
+    """Addresses derived from a server's base URL, ``http://127.0.0.1:PORT``."""
 
-    config: Config
-    base: str  # http://127.0.0.1:PORT
-    _shutdown: trio.Event
-    _done: trio.Event
-    _nursery: trio.Nursery = field(repr=False)
+    base: str
 
     @property
     def port(self) -> int:
@@ -69,6 +64,17 @@ class ServerHandle:
 
     def ws_url(self, room_id: str, client_id: str) -> str:
         return f"{self.ws_base}/ws/{room_id}?client={client_id}"
+
+
+@dataclass
+class ServerHandle(Urls):
+    """A running in-process server. ``stop()`` shuts it down the way SIGTERM does."""
+
+    config: Config
+    base: str  # http://127.0.0.1:PORT
+    _shutdown: trio.Event
+    _done: trio.Event
+    _nursery: trio.Nursery = field(repr=False)
 
     async def stop(self) -> None:
         self._shutdown.set()

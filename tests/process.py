@@ -10,25 +10,16 @@ from pathlib import Path
 
 import trio
 
+from tests.harness import Urls
+
 SERVING = re.compile(r"serving on (http://[0-9.:]+)")
 
 
 @dataclass
-class ServerProcess:
+class ServerProcess(Urls):
     process: trio.Process
     base: str
     output: trio.abc.ReceiveStream
-
-    @property
-    def port(self) -> int:
-        return int(self.base.rsplit(":", 1)[1])
-
-    @property
-    def ws_base(self) -> str:
-        return "ws" + self.base.removeprefix("http")
-
-    def ws_url(self, room_id: str, client_id: str) -> str:
-        return f"{self.ws_base}/ws/{room_id}?client={client_id}"
 
     async def rest_of_output(self) -> str:
         chunks = []
