@@ -114,11 +114,14 @@ class Registry:
         return send
 
     async def _supervise(self, room: Room, forget: Callable[[], None]) -> None:
+        tag = room_tag(room.room_id)
+        logger.debug("room %s started", tag)
         try:
             await room.run()
+            logger.debug("room %s stopped: idle", tag)
         except Exception:
             # The one deliberate broad catch: one room's failure must not end the others.
-            logger.exception("room %s failed; members disconnected", room_tag(room.room_id))
+            logger.exception("room %s failed; members disconnected", tag)
             room.evict_all(CloseCode.INTERNAL)
         finally:
             forget()
