@@ -122,7 +122,6 @@ class Registry:
         except Exception:
             # The one deliberate broad catch: one room's failure must not end the others.
             logger.exception("room %s failed; members disconnected", tag)
-            room.evict_all(CloseCode.INTERNAL)
         finally:
             forget()
 

@@ -223,21 +223,31 @@ class Room:
 
     async def run(self) -> None:
         with self._inbox:
-            record = await self._storage.load(self.room_id)
-            rules = self._rules = RoomRules(record, self._settings)
-            while (batch := await self._next_batch(rules)) is not None:
-                now = now_ms()
-                out = Outcome()
-                for command in batch:
-                    rules.apply(command, now, out)
-                if out.writes:
-                    await self._storage.write(self.room_id, out.writes, now)
-                out.carry_out()
+            try:
+                record = await self._storage.load(self.room_id)
+                rules = self._rules = RoomRules(record, self._settings)
+                while (batch := await self._next_batch(rules)) is not None:
+                    now = now_ms()
+                    out = Outcome()
+                    for command in batch:
+                        rules.apply(command, now, out)
+                    if out.writes:
+                        await self._storage.write(self.room_id, out.writes, now)
+                    out.carry_out()
+            except Exception:
+                self.evict_all(CloseCode.INTERNAL)
+                raise
 
     def evict_all(self, code: CloseCode) -> None:
+        """Close every member, and every connection whose command is still queued."""
         if self._rules is not None:
             for member in self._rules.members:
                 member.evict(code)
+        while True:
+            try:
+                self._inbox.receive_nowait().member.evict(code)
+            except (trio.WouldBlock, trio.ClosedResourceError):
+                break
 
     async def _next_batch(self, rules: RoomRules) -> list[Command] | None:
         if rules.members:

@@ -13,6 +13,7 @@ from securechat.member import Member
 from securechat.protocol import ClientId, RoomId
 from securechat.room import ClearRequest, Command, Join, Leave, Post, Room, RoomSettings
 from securechat.storage import MemoryStorage, Storage, Write
+from securechat.storage import RoomRecord as RoomRecord
 
 ROOM = RoomId("room")
 VERIFIER = b"v" * 32
@@ -206,3 +207,32 @@ async def test_a_room_with_members_does_not_stop(
     await inbox.send(Join(Probe("alice").member, VERIFIER))
     await trio.sleep(ROOM_GRACE_SECONDS * 10)
     assert stopped == []
+
+
+class BrokenStorage:
+    """Storage whose disk has gone away."""
+
+    def __init__(self) -> None:
+        inner = MemoryStorage()
+        self.load_verifier = inner.load_verifier
+        self.write = inner.write
+        self.sweep = inner.sweep
+        self.close = inner.close
+
+    async def load(self, room_id: RoomId) -> RoomRecord:
+        await trio.lowlevel.checkpoint()
+        raise OSError("disk I/O error")
+
+
+async def test_a_failing_room_closes_members_and_queued_joins() -> None:
+    send, receive = trio.open_memory_channel[Command](64)
+    room = Room(ROOM, receive, BrokenStorage(), SETTINGS, lambda: None)
+    waiting = Probe("alice")
+    send.send_nowait(Join(waiting.member, VERIFIER))
+    try:
+        await room.run()
+    except OSError:
+        pass
+    else:
+        raise AssertionError("the failure was swallowed")
+    assert waiting.member.close_code is CloseCode.INTERNAL
