@@ -12,8 +12,7 @@ from securechat.limits import ROOM_GRACE_SECONDS
 from securechat.member import Member
 from securechat.protocol import ClientId, RoomId
 from securechat.room import ClearRequest, Command, Join, Leave, Post, Room, RoomSettings
-from securechat.storage import MemoryStorage, Storage, Write
-from securechat.storage import RoomRecord as RoomRecord
+from securechat.storage import MemoryStorage, RoomRecord, Storage, Write
 
 ROOM = RoomId("room")
 VERIFIER = b"v" * 32
