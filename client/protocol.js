@@ -1,0 +1,192 @@
+// The room's WebSocket: hello first, envelopes in and out, and reconnection.
+//
+// A RoomConnection owns one socket at a time. It sends `hello` on open, hands
+// every well-formed server envelope to `onEnvelope`, and reports its state to
+// `onStatus`. When the socket closes it decides, from the close code, whether to
+// reconnect (with exponential backoff and jitter) or to stop and explain.
+
+const BACKOFF_BASE_MS = 500; // first retry after 0.25-0.5 s
+const BACKOFF_CAP_MS = 30_000; // never wait more than 30 s between tries
+const BUSY_RETRY_MS = 60_000; // the server has too many rooms: come back much later
+const STABLE_MS = 10_000; // a connection this old resets the backoff
+
+// What each close code means for the person, and whether to reconnect by itself.
+// Codes not listed (1006 network loss, 1005, ...) reconnect quietly.
+export const CLOSE_CODES = {
+  1001: { retry: true, text: "The server is restarting." },
+  1008: { retry: false, text: "The server closed the connection because this page sent data it did not understand." },
+  1009: { retry: false, text: "The server closed the connection because a message was too long." },
+  1011: { retry: true, text: "The room had a problem on the server." },
+  4008: { retry: true, text: "The connection was too slow to keep up with the room." },
+  4401: {
+    retry: false,
+    fatal: true,
+    text: "The key in this link does not match this room. The link may be mistyped or incomplete: ask for it again.",
+  },
+  4408: { retry: true, text: "The server did not get this page's greeting in time." },
+  4409: { retry: false, text: "This room is full. Try again when someone has left." },
+  4429: { retry: false, text: "Too many messages were sent too fast, so the server closed the connection. Wait a moment, then reconnect." },
+  4503: { retry: true, slow: true, text: "The server is busy with too many rooms right now. This page will try again in a minute." },
+};
+
+/** Parse one server frame; null if it is not an envelope we know. */
+export function parseServer(data) {
+  if (typeof data !== "string") return null;
+  let envelope;
+  try {
+    envelope = JSON.parse(data);
+  } catch {
+    return null;
+  }
+  if (!envelope || typeof envelope !== "object" || typeof envelope.type !== "string") return null;
+  switch (envelope.type) {
+    case "message":
+      return isMessage(envelope) ? envelope : null;
+    case "history":
+      return Array.isArray(envelope.messages) ? { type: "history", messages: envelope.messages.filter(isMessage) } : null;
+    case "system":
+      return typeof envelope.event === "string" &&
+        typeof envelope.clientId === "string" &&
+        Array.isArray(envelope.participants)
+        ? { ...envelope, participants: envelope.participants.filter((p) => typeof p === "string") }
+        : null;
+    case "history_cleared":
+      return typeof envelope.by === "string" ? envelope : null;
+    case "error":
+      return typeof envelope.code === "string" ? envelope : null;
+    default:
+      return null;
+  }
+}
+
+function isMessage(m) {
+  return (
+    m &&
+    m.type === "message" &&
+    Number.isSafeInteger(m.id) &&
+    typeof m.from === "string" &&
+    Number.isFinite(m.sentAt) &&
+    typeof m.iv === "string" &&
+    typeof m.ciphertext === "string"
+  );
+}
+
+export function socketUrl(roomId, clientId) {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${location.host}/ws/${encodeURIComponent(roomId)}?client=${encodeURIComponent(clientId)}`;
+}
+
+export class RoomConnection {
+  /**
+   * @param {object} options
+   * @param {string} options.roomId
+   * @param {string} options.clientId
+   * @param {string} options.token  the access token, base64url
+   * @param {(envelope: object) => void} options.onEnvelope
+   * @param {(status: object) => void} options.onStatus
+   *   status.state is "connecting", "open", "waiting" (retry at status.retryAt)
+   *   or "stopped"; status.code and status.text explain the last close.
+   */
+  constructor({ roomId, clientId, token, onEnvelope, onStatus }) {
+    this.roomId = roomId;
+    this.clientId = clientId;
+    this.token = token;
+    this.onEnvelope = onEnvelope;
+    this.onStatus = onStatus;
+    this.socket = null;
+    this.attempt = 0;
+    this.timer = null;
+    this.stopped = false;
+    this.openedAt = 0;
+    this.onOnline = () => this.reconnectNow();
+    window.addEventListener("online", this.onOnline);
+  }
+
+  start() {
+    this.stopped = false;
+    this.connect();
+  }
+
+  /** Close for good (forgetting the room, leaving the page). */
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    window.removeEventListener("online", this.onOnline);
+    if (this.socket) this.socket.close(1000, "bye");
+    this.socket = null;
+  }
+
+  get isOpen() {
+    return Boolean(this.socket && this.socket.readyState === WebSocket.OPEN && this.authenticated);
+  }
+
+  /** Send an envelope if the room is connected; false if it was not sent. */
+  send(envelope) {
+    if (!this.isOpen) return false;
+    this.socket.send(JSON.stringify(envelope));
+    return true;
+  }
+
+  /** Try now instead of waiting for the backoff (a button, the network coming back). */
+  reconnectNow() {
+    if (this.stopped || (this.socket && this.socket.readyState <= WebSocket.OPEN)) return;
+    clearTimeout(this.timer);
+    this.attempt = 0;
+    this.connect();
+  }
+
+  connect() {
+    clearTimeout(this.timer);
+    this.authenticated = false;
+    this.onStatus({ state: "connecting" });
+    let socket;
+    try {
+      socket = new WebSocket(socketUrl(this.roomId, this.clientId));
+    } catch {
+      this.scheduleRetry({});
+      return;
+    }
+    this.socket = socket;
+    socket.onopen = () => {
+      this.openedAt = Date.now();
+      socket.send(JSON.stringify({ type: "hello", auth: this.token }));
+    };
+    socket.onmessage = (event) => {
+      if (socket !== this.socket) return;
+      const envelope = parseServer(event.data);
+      if (!envelope) return;
+      if (envelope.type === "history") {
+        // The server sends history only after a valid hello.
+        this.authenticated = true;
+      }
+      if (envelope.type === "system" && envelope.event === "connected") {
+        this.onStatus({ state: "open" });
+      }
+      this.onEnvelope(envelope);
+    };
+    socket.onclose = (event) => {
+      if (socket !== this.socket) return;
+      this.socket = null;
+      this.authenticated = false;
+      if (this.stopped) return;
+      if (this.openedAt && Date.now() - this.openedAt > STABLE_MS) this.attempt = 0;
+      this.openedAt = 0;
+      const info = CLOSE_CODES[event.code];
+      if (info && !info.retry) {
+        this.onStatus({ state: "stopped", code: event.code, text: info.text, fatal: Boolean(info.fatal) });
+        return;
+      }
+      this.scheduleRetry({ code: event.code, text: info ? info.text : "", slow: info && info.slow });
+    };
+  }
+
+  scheduleRetry({ code, text, slow }) {
+    // Exponential backoff with jitter: the delay is drawn from [d/2, d] so that
+    // everyone cut off by one server restart does not come back in the same instant.
+    const ceiling = slow ? BUSY_RETRY_MS : Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** this.attempt);
+    const delay = Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
+    this.attempt += 1;
+    this.onStatus({ state: "waiting", code, text, retryAt: Date.now() + delay });
+    this.timer = setTimeout(() => this.connect(), delay);
+  }
+}

@@ -1,0 +1,113 @@
+// Room records in IndexedDB: database "secure_chat_keys", store "room_keys",
+// keyed by roomId. A record is
+//   {roomId, key (non-extractable AES-GCM CryptoKey), token (base64url),
+//    clientId, secret (base64url, to copy the invite link again), name?, updatedAt}.
+// IndexedDB is the only storage the page uses. When the browser refuses it
+// (some private windows, Tor Browser), records live in memory for this tab only.
+
+const DB_NAME = "secure_chat_keys";
+const STORE = "room_keys";
+const OPEN_TIMEOUT_MS = 3000; // some browsers never answer open() in private mode
+
+const memory = new Map(); // roomId -> record, used when IndexedDB is unavailable
+let dbPromise = null;
+
+function request(req) {
+  return new Promise((resolve, reject) => {
+    req.onsuccess = () => resolve(req.result);
+    req.onerror = () => reject(req.error || new Error("IndexedDB request failed"));
+  });
+}
+
+function openDb() {
+  if (!dbPromise) {
+    dbPromise = new Promise((resolve, reject) => {
+      if (!globalThis.indexedDB) {
+        reject(new Error("IndexedDB is not available"));
+        return;
+      }
+      const timer = setTimeout(() => reject(new Error("IndexedDB did not answer")), OPEN_TIMEOUT_MS);
+      let req;
+      try {
+        req = indexedDB.open(DB_NAME, 1);
+      } catch (error) {
+        clearTimeout(timer);
+        reject(error);
+        return;
+      }
+      req.onupgradeneeded = () => {
+        if (!req.result.objectStoreNames.contains(STORE)) {
+          req.result.createObjectStore(STORE, { keyPath: "roomId" });
+        }
+      };
+      req.onsuccess = () => {
+        clearTimeout(timer);
+        resolve(req.result);
+      };
+      req.onerror = () => {
+        clearTimeout(timer);
+        reject(req.error || new Error("IndexedDB refused"));
+      };
+      req.onblocked = () => {
+        clearTimeout(timer);
+        reject(new Error("IndexedDB is blocked by another tab"));
+      };
+    });
+    dbPromise.catch(() => {}); // callers see the rejection; avoid an unhandled one
+  }
+  return dbPromise;
+}
+
+async function withStore(mode, action) {
+  const db = await openDb();
+  const tx = db.transaction(STORE, mode);
+  const done = new Promise((resolve, reject) => {
+    tx.oncomplete = resolve;
+    tx.onabort = () => reject(tx.error || new Error("IndexedDB transaction aborted"));
+    tx.onerror = () => reject(tx.error || new Error("IndexedDB transaction failed"));
+  });
+  const result = await request(action(tx.objectStore(STORE)));
+  await done;
+  return result;
+}
+
+/** The record for `roomId`, or null. Falls back to this tab's memory. */
+export async function loadRoom(roomId) {
+  if (memory.has(roomId)) return memory.get(roomId);
+  try {
+    return (await withStore("readonly", (store) => store.get(roomId))) || null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Save a record. Returns true when it is in IndexedDB, false when the browser
+ * refused and it is kept in this tab's memory only.
+ */
+export async function saveRoom(record) {
+  const full = { ...record, updatedAt: Date.now() };
+  try {
+    await withStore("readwrite", (store) => store.put(full));
+    memory.delete(record.roomId);
+    return true;
+  } catch {
+    memory.set(record.roomId, full);
+    return false;
+  }
+}
+
+/** Delete the record for `roomId` wherever it is. */
+export async function forgetRoom(roomId) {
+  memory.delete(roomId);
+  try {
+    await withStore("readwrite", (store) => store.delete(roomId));
+  } catch {
+    // Nothing stored, nothing to delete.
+  }
+}
+
+/** True if the record lives only in this tab's memory. */
+export function inMemoryOnly(roomId) {
+  return memory.has(roomId);
+}
