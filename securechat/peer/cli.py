@@ -15,7 +15,7 @@ import trio
 
 from securechat.peer.display import json_line, line
 from securechat.peer.events import ChatMessage, Disconnected, ServerError, Stopped, Unreadable
-from securechat.peer.keys import MAX_NAME_CHARS
+from securechat.peer.keys import MAX_NAME_CHARS, check_outgoing
 from securechat.peer.link import DEFAULT_SERVER, InviteLink, LinkError, new_link, parse_link
 from securechat.peer.session import NotConnected, Session, open_session
 from securechat.peer.state import Identity, load_identity
@@ -97,14 +97,17 @@ def _name(text: str) -> str:
 
 def run(args: argparse.Namespace) -> None:
     """Run the client subcommand in ``args``; exits the process with its status."""
+    status = 1
     try:
         status = _dispatch(args)
-    except (LinkError, ValueError) as exc:
-        status = _fail(str(exc))
-    except KeyboardInterrupt:  # before or after Trio's own handling
+    except* (LinkError, ValueError) as group:
+        status = _fail(str(group.exceptions[0]))
+    except* KeyboardInterrupt:  # before Trio runs, or between its runs
         status = INTERRUPTED
-    except BrokenPipeError:  # ``securechat tail LINK | head`` ends like this
+    except* BrokenPipeError:  # ``securechat tail LINK | head`` ends like this
         status = 0
+    except* OSError as group:
+        status = _fail(str(group.exceptions[0]))
     sys.exit(status)
 
 
@@ -122,8 +125,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         case "chat":
             return _run(functools.partial(_chat, link, identity))
         case "send":
-            text = sys.stdin.read() if args.text == "-" else args.text
-            return _run(functools.partial(_send, link, identity, text.rstrip("\n")))
+            text = (sys.stdin.read() if args.text == "-" else args.text).rstrip("\n")
+            check_outgoing(text, identity.name)  # before connecting: a usage error
+            return _run(functools.partial(_send, link, identity, text))
         case _:
             return _run(functools.partial(_tail, link, identity))
 
@@ -215,7 +219,10 @@ async def _read_lines(session: Session) -> None:
                 await session.send_text(typed.rstrip("\n"))
             except ValueError as exc:
                 _say(f"! {exc}")
+    # At the end of a pipe, stay until connected (so a refusal is reported and the
+    # history shown) and until the server has everything that was typed.
     with trio.move_on_after(FLUSH_SECONDS) as waiting:
+        await session.connected.wait()
         await session.wait_all_echoed()
     if waiting.cancelled_caught:
         _say(f"! {session.conversation.pending} message(s) may not have been delivered")

@@ -152,7 +152,9 @@ class Session:
 
     async def run(self) -> None:
         """Connect and reconnect until a fatal close; report it, close ``events``."""
-        async with self._events:
+        # A sync close: an awaited one would raise Cancelled under cancellation and
+        # hide whatever exception is on its way out.
+        with self._events:
             attempt = 0
             while True:
                 ended = await self._connect_once()
@@ -273,9 +275,10 @@ async def open_session(
     conversation = Conversation(RoomKeys(link.secret, link.room_id), client_id, name)
     send, receive = trio.open_memory_channel[Event](EVENT_BUFFER)
     session = Session(link, conversation, send, backoff)
-    async with trio.open_nursery() as nursery, receive:
-        nursery.start_soon(session.run)
-        try:
-            yield session, receive
-        finally:
-            nursery.cancel_scope.cancel()
+    with receive:  # closed without a checkpoint (see ``Session.run``)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(session.run)
+            try:
+                yield session, receive
+            finally:
+                nursery.cancel_scope.cancel()

@@ -52,20 +52,25 @@ async def open_room_socket(url: str) -> AsyncIterator[WebSocketConnection]:
     rejected: ConnectionRejected | None = None
     timed_out = False
     try:
-        async with stream, trio.open_nursery() as nursery:
-            try:
-                with trio.move_on_after(CONNECT_SECONDS) as handshake:
-                    ws = await wrap_client_stream(
-                        nursery, stream, host_header, resource, max_message_size=MAX_FRAME_CHARS
-                    )
-                timed_out = handshake.cancelled_caught
-                if not timed_out:
-                    try:
-                        yield ws
-                    finally:
-                        await _close(ws)
-            finally:
-                nursery.cancel_scope.cancel()  # the reader task, if the server never closed
+        try:
+            async with trio.open_nursery() as nursery:
+                try:
+                    with trio.move_on_after(CONNECT_SECONDS) as handshake:
+                        ws = await wrap_client_stream(
+                            nursery, stream, host_header, resource, max_message_size=MAX_FRAME_CHARS
+                        )
+                    timed_out = handshake.cancelled_caught
+                    if not timed_out:
+                        try:
+                            yield ws
+                        finally:
+                            await _close(ws)
+                finally:
+                    nursery.cancel_scope.cancel()  # the reader task, if the server never closed
+        finally:
+            # Forcefully: a plain ``aclose`` checkpoints, and under cancellation its
+            # Cancelled would replace the exception on its way out.
+            await trio.aclose_forcefully(stream)
     except* ConnectionRejected as group:
         # The refusal is raised by the reader task, so it arrives in a group.
         first = group.exceptions[0]
