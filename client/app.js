@@ -556,13 +556,14 @@ class Room {
     // A name (it travels encrypted) with the short id beside it; without a name,
     // the short id alone, in the sender's colour.
     const name = entry.mine ? "You" : entry.name || this.names.get(entry.from);
+    const withId = name && !entry.mine;
     const meta = h(
       "p",
       { class: "meta" },
       h("span", { class: "sender" }, name || shortId(entry.from)),
       " ",
-      name ? h("span", { class: "cid", title: `Sender id ${entry.from}` }, shortId(entry.from)) : null,
-      name ? " " : null,
+      withId ? h("span", { class: "cid", title: `Sender id ${entry.from}` }, shortId(entry.from)) : null,
+      withId ? " " : null,
       time,
     );
     if (entry.unreadable) {
@@ -720,11 +721,8 @@ class Room {
     else delete this.record.name;
     const stored = await saveRoom(this.record);
     this.renderPeople();
-    this.notify(
-      name
-        ? `Your messages will now show the name “${name}”.${stored ? "" : " (Kept in this tab only.)"}`
-        : "Your messages will show only your short id.",
-    );
+    this.systemLine(name ? `Your messages now show the name “${name}”` : "Your messages now show only your short id");
+    if (!stored) this.notify("Your name is kept in this tab only: this browser refused to store it.");
   }
 
   async clearHistory() {
