@@ -1,0 +1,247 @@
+"""Podman for the container tests: a private configuration, local base images, cleanup.
+
+No image registry is reachable on the test machines, so the bases that the
+Containerfiles name in their ``BASE_IMAGE`` argument are made here: Debian's
+``mmdebstrap`` writes a minimal bookworm root filesystem (python3 for the relay,
+tor for the onion service) and ``podman import`` turns it into an image. The
+Python base also carries the host's CA bundle as ``PIP_CERT``, because the package
+index is reached through a TLS-intercepting proxy; the public default bases need
+none of this.
+
+Podman runs with its own ``containers.conf`` (``CONTAINERS_CONF``), written into a
+temporary directory: runc as the runtime, finite ulimits, netavark networking.
+Nothing under /etc is touched.
+
+Everything made here has a name unique to the test session and is removed by
+whoever made it, in ``finally`` blocks and fixture teardown.
+"""
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, NoReturn
+
+import pytest
+
+REPO: Final = Path(__file__).resolve().parent.parent
+
+# Seconds each kind of step may take; generous, since two cores do all of it.
+BOOTSTRAP_TIMEOUT: Final = 300.0  # mmdebstrap: downloads and unpacks ~100 packages
+BUILD_TIMEOUT: Final = 600.0  # podman build: pip installs the relay's dependencies
+COMMAND_TIMEOUT: Final = 120.0  # any other podman command
+READY_TIMEOUT: Final = 60.0  # a started container answering /healthz
+
+CONTAINERS_CONF: Final = """\
+# Written by the container tests; see tests/containers.py.
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+
+[network]
+network_backend = "netavark"
+
+[engine]
+runtime = "runc"
+# Debian installs netavark and aardvark-dns here; this file replaces the system
+# configuration that would otherwise tell podman so.
+helper_binaries_dir = ["/usr/lib/podman", "/usr/libexec/podman", "/usr/local/libexec/podman"]
+"""
+
+# The host CA bundle, for pip behind the intercepting proxy (first one that exists).
+_CA_CANDIDATES: Final = ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
+_DEBIAN_CA_BUNDLE: Final = "/etc/ssl/certs/ca-certificates.crt"
+
+_PYTHON_PACKAGES: Final = "python3,python3-venv,ca-certificates"
+_TOR_PACKAGES: Final = "tor"
+
+
+def run_id() -> str:
+    """A short random tag for names that must not collide with anything else."""
+    return secrets.token_hex(4)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Fail in CI, skip elsewhere: container tests never pass without running."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"container tests cannot run: {reason}", pytrace=False)
+    pytest.skip(f"CONTAINER TESTS NOT RUN: {reason} (scripts/test installs what they need)")
+
+
+def find_podman_compose() -> str | None:
+    """podman-compose from this interpreter's environment, else from PATH."""
+    here = Path(sys.executable).parent / "podman-compose"
+    return str(here) if here.exists() else shutil.which("podman-compose")
+
+
+@dataclass(frozen=True, slots=True)
+class Podman:
+    """The podman command with the private configuration."""
+
+    env: Mapping[str, str]
+
+    @classmethod
+    def configure(cls, workdir: Path) -> "Podman":
+        conf = workdir / "containers.conf"
+        conf.write_text(CONTAINERS_CONF)
+        return cls({**os.environ, "CONTAINERS_CONF": str(conf)})
+
+    def run(
+        self,
+        *args: str,
+        timeout: float = COMMAND_TIMEOUT,
+        check: bool = True,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        program: Sequence[str] = ("podman",),
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``podman *args`` (or another program in this environment) to completion.
+
+        Error handling: with ``check``, a non-zero exit fails the test with the
+        command's output, which is what one needs to see when a build breaks.
+        """
+        command = [*program, *args]
+        done = subprocess.run(
+            command,
+            env={**self.env, **(env or {})},
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and done.returncode != 0:
+            pytest.fail(
+                f"{' '.join(command)} exited {done.returncode}\n"
+                f"--- stdout\n{done.stdout[-4000:]}\n--- stderr\n{done.stderr[-4000:]}",
+                pytrace=False,
+            )
+        return done
+
+    def output(self, *args: str) -> str:
+        return self.run(*args).stdout.strip()
+
+    def remove_images(self, *images: str) -> None:
+        self.run("rmi", "--force", "--ignore", *images, check=False)
+
+    def build(self, context: Path, tag: str, *, base: str, file: Path | None = None) -> None:
+        """Build with the docker format, which keeps HEALTHCHECK."""
+        args = ["build", "--format", "docker", "--build-arg", f"BASE_IMAGE={base}", "-t", tag]
+        if file is not None:
+            args += ["-f", str(file)]
+        self.run(*args, str(context), timeout=BUILD_TIMEOUT)
+
+
+def check_podman(podman: Podman) -> str | None:
+    """Why podman cannot run containers here, or None when it can."""
+    for program in ("podman", "runc", "mmdebstrap"):
+        if shutil.which(program) is None:
+            return f"{program} is not installed"
+    try:
+        info = podman.run("info", "--format", "{{.Host.OCIRuntime.Name}}", check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"podman info failed: {exc}"
+    if info.returncode != 0:
+        return f"podman info failed: {info.stderr.strip()[-500:]}"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Bases:
+    """Locally made base images, by the name the Containerfiles take in BASE_IMAGE."""
+
+    python: str
+    tor: str
+
+
+def _host_ca_bundle() -> Path | None:
+    for name in _CA_CANDIDATES:
+        value = os.environ.get(name)
+        if value and Path(value).is_file():
+            return Path(value)
+    debian = Path(_DEBIAN_CA_BUNDLE)
+    return debian if debian.is_file() else None
+
+
+def _bootstrap(packages: str, tarball: Path) -> None:
+    subprocess.run(
+        ["mmdebstrap", "--quiet", "--variant=minbase", f"--include={packages}", "bookworm",
+         str(tarball)],
+        check=True,
+        capture_output=True,
+        timeout=BOOTSTRAP_TIMEOUT,
+    )  # fmt: skip
+
+
+def build_bases(podman: Podman, workdir: Path, tag: str) -> Bases:
+    """Make both bases: the two root filesystems are bootstrapped side by side.
+
+    Resource handling: the tarballs are deleted once imported; the caller removes
+    the images (``Podman.remove_images``).
+    """
+    python_tar, tor_tar = workdir / "python.tar", workdir / "tor.tar"
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        jobs = [
+            pool.submit(_bootstrap, _PYTHON_PACKAGES, python_tar),
+            pool.submit(_bootstrap, _TOR_PACKAGES, tor_tar),
+        ]
+        for job in jobs:
+            try:
+                job.result()
+            except subprocess.CalledProcessError as exc:
+                pytest.fail(f"mmdebstrap failed:\n{exc.stderr.decode()[-4000:]}", pytrace=False)
+
+    bases = Bases(
+        python=f"localhost/securechat-test-python:{tag}", tor=f"localhost/securechat-test-tor:{tag}"
+    )
+    plain_python = f"localhost/securechat-test-python-plain:{tag}"
+    podman.run("import", "--quiet", str(python_tar), plain_python, timeout=BUILD_TIMEOUT)
+    podman.run("import", "--quiet", str(tor_tar), bases.tor, timeout=BUILD_TIMEOUT)
+    python_tar.unlink()
+    tor_tar.unlink()
+
+    # The Python base as a registry image would be, plus the proxy's CA for pip.
+    context = workdir / "python-base"
+    context.mkdir()
+    lines = [f"FROM {plain_python}"]
+    ca_bundle = _host_ca_bundle()
+    if ca_bundle is not None:
+        shutil.copyfile(ca_bundle, context / "host-ca.crt")
+        lines += [
+            "COPY host-ca.crt /etc/ssl/certs/host-ca.crt",
+            "ENV PIP_CERT=/etc/ssl/certs/host-ca.crt",
+        ]
+    (context / "Containerfile").write_text("\n".join(lines) + "\n")
+    podman.run("build", "-t", bases.python, str(context), timeout=BUILD_TIMEOUT)
+    podman.remove_images(plain_python)  # untags it; the layers stay under bases.python
+    return bases
+
+
+def wait_healthz(base_url: str, timeout: float = READY_TIMEOUT) -> None:
+    """Poll ``GET /healthz`` until it answers "ok" or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base_url}/healthz", timeout=2) as response:  # noqa: S310
+                if response.read() == b"ok":
+                    return
+        except OSError as exc:  # refused or reset while the container starts
+            last = exc
+        time.sleep(0.25)
+    pytest.fail(f"{base_url}/healthz did not answer within {timeout} s: {last}", pytrace=False)

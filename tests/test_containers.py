@@ -1,0 +1,426 @@
+"""The deploy, built and run for real: the image, compose with Tor, the Quadlet units.
+
+These build images with podman from the repository's own Containerfiles on
+locally bootstrapped Debian bases (tests/containers.py says how and why), run
+them the way docs/deploy.md tells operators to, and talk to them over the
+published port. Every container, volume, network and image a test makes is
+removed by that test or its fixture.
+"""
+
+import http.client
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+import trio
+from trio_websocket import open_websocket_url
+
+from securechat.headers import SECURITY_HEADERS
+from tests.containers import (
+    BUILD_TIMEOUT,
+    COMMAND_TIMEOUT,
+    READY_TIMEOUT,
+    REPO,
+    Bases,
+    Podman,
+    build_bases,
+    check_podman,
+    find_podman_compose,
+    free_port,
+    run_id,
+    unavailable,
+    wait_healthz,
+)
+from tests.harness import Peer, new_client_id, new_room_id, new_token
+
+ONION_HOSTNAME: Final = re.compile(r"[a-z2-7]{56}\.onion")
+COMPOSE_FILE: Final = REPO / "deploy" / "compose.yaml"
+QUADLET_DIR: Final = REPO / "deploy" / "quadlet"
+HARDENING: Final = ("--read-only", "--cap-drop=ALL", "--security-opt", "no-new-privileges")
+APP_UID: Final = "10001"
+
+
+# ----- session fixtures: podman, the bases, the relay image ------------------------------
+
+
+@pytest.fixture(scope="session")
+def podman(tmp_path_factory: pytest.TempPathFactory) -> Podman:
+    configured = Podman.configure(tmp_path_factory.mktemp("podman"))
+    reason = check_podman(configured)
+    if reason is not None:
+        unavailable(reason)
+    return configured
+
+
+@pytest.fixture(scope="session")
+def session_tag() -> str:
+    return run_id()
+
+
+@pytest.fixture(scope="session")
+def bases(
+    podman: Podman, tmp_path_factory: pytest.TempPathFactory, session_tag: str
+) -> Iterator[Bases]:
+    made: Bases | None = None
+    try:
+        made = build_bases(podman, tmp_path_factory.mktemp("bases"), session_tag)
+        yield made
+    finally:
+        if made is not None:
+            podman.remove_images(made.python, made.tor)
+
+
+@pytest.fixture(scope="session")
+def relay_image(podman: Podman, bases: Bases, session_tag: str) -> Iterator[str]:
+    tag = f"localhost/securechat-test:{session_tag}"
+    try:
+        podman.build(REPO, tag, base=bases.python)
+        yield tag
+    finally:
+        podman.remove_images(tag)
+
+
+# ----- helpers ------------------------------------------------------------------------------
+
+
+def get(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+async def next_message(peer: Peer) -> dict[str, Any]:
+    """The next relayed message, past the system events (joins) that may come first."""
+    while True:
+        envelope = await peer.receive()
+        if envelope["type"] == "message":
+            return envelope
+        assert envelope["type"] == "system", envelope
+
+
+async def exchange_message(port: int, room: str, token: str) -> dict[str, Any]:
+    """Two clients join ``room``; one sends, both receive it. Returns the relayed envelope."""
+    base = f"ws://127.0.0.1:{port}/ws/{room}?client="
+    alice_id, bob_id = new_client_id(), new_client_id()
+    with trio.fail_after(30):
+        async with (
+            open_websocket_url(base + alice_id) as alice_ws,
+            open_websocket_url(base + bob_id) as bob_ws,
+        ):
+            alice, bob = Peer(alice_ws, alice_id), Peer(bob_ws, bob_id)
+            await alice.hello(token)
+            await bob.hello(token)
+            sent = await alice.post()
+            for peer in (alice, bob):
+                relayed = await next_message(peer)
+                assert relayed["from"] == alice_id
+                assert (relayed["iv"], relayed["ciphertext"]) == (sent["iv"], sent["ciphertext"])
+            return relayed
+
+
+async def history_of(port: int, room: str, token: str) -> list[dict[str, Any]]:
+    client_id = new_client_id()
+    with trio.fail_after(30):
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/ws/{room}?client={client_id}") as ws:
+            history, _ = await Peer(ws, client_id).hello(token)
+            messages: list[dict[str, Any]] = history["messages"]
+            return messages
+
+
+def start_relay(podman: Podman, image: str, name: str, volume: str, port: int) -> None:
+    podman.run(
+        "run", "--detach", "--name", name, *HARDENING,
+        "--publish", f"127.0.0.1:{port}:8787", "--volume", f"{volume}:/data", image,
+    )  # fmt: skip
+    wait_healthz(f"http://127.0.0.1:{port}")
+
+
+# ----- 1. the image ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_image_runs_hardened_and_keeps_history_on_its_volume(
+    podman: Podman, relay_image: str
+) -> None:
+    tag = run_id()
+    volume, first, second = f"sctest-data-{tag}", f"sctest-relay-{tag}", f"sctest-relay2-{tag}"
+    room, token = new_room_id(), new_token()
+    try:
+        podman.run("volume", "create", volume)
+        port = free_port()
+        start_relay(podman, relay_image, first, volume, port)
+
+        # Every response carries the security headers; the browser client is in the image.
+        for path, content_type in [
+            ("/healthz", "text/plain"),
+            ("/new_chat", "text/html"),
+            ("/app.js", "text/javascript"),
+        ]:
+            status, headers, _ = get(port, path)
+            assert status == 200, path
+            assert headers["content-type"].startswith(content_type), path
+            for name, value in SECURITY_HEADERS.items():
+                assert headers.get(name) == value, (path, name)
+
+        # Unprivileged, no capabilities, no way to gain privileges, read-only root.
+        status_lines = podman.output("exec", first, "cat", "/proc/1/status").splitlines()
+        fields = dict(line.split(":\t", 1) for line in status_lines if ":\t" in line)
+        assert fields["Uid"].split()[0] == APP_UID
+        assert int(fields["CapEff"], 16) == 0
+        assert int(fields["CapPrm"], 16) == 0
+        assert fields["NoNewPrivs"].strip() == "1"
+        assert podman.output("inspect", "--format", "{{.HostConfig.ReadonlyRootfs}}", first) == (
+            "true"
+        )
+        write_root = podman.run("exec", first, "touch", "/opt/securechat/x", check=False)
+        assert write_root.returncode != 0
+
+        # The image's own HEALTHCHECK (kept by --format docker) passes.
+        assert podman.run("healthcheck", "run", first, check=False).returncode == 0
+
+        relayed = trio.run(exchange_message, port, room, token)
+
+        # A new container on the same volume has the history.
+        podman.run("stop", "--time", "10", first)
+        podman.run("rm", first)
+        port = free_port()
+        start_relay(podman, relay_image, second, volume, port)
+        history = trio.run(history_of, port, room, token)
+        assert [(m["id"], m["iv"], m["ciphertext"]) for m in history] == [
+            (relayed["id"], relayed["iv"], relayed["ciphertext"])
+        ]
+    finally:
+        podman.run("rm", "--force", "--ignore", first, second, check=False)
+        podman.run("volume", "rm", "--force", volume, check=False)
+
+
+# ----- 2. compose with the onion service -------------------------------------------------
+
+
+class Compose:
+    """podman-compose on deploy/compose.yaml under a project name of its own."""
+
+    def __init__(self, podman: Podman, program: str, project: str, env: dict[str, str]) -> None:
+        self.podman, self.program, self.project, self.env = podman, program, project, env
+
+    def __call__(
+        self, *args: str, check: bool = True, timeout: float = COMMAND_TIMEOUT
+    ) -> subprocess.CompletedProcess[str]:
+        return self.podman.run(
+            "--project-name", self.project, "--file", str(COMPOSE_FILE), *args,
+            program=(self.program,), env=self.env, cwd=COMPOSE_FILE.parent, check=check,
+            timeout=timeout,
+        )  # fmt: skip
+
+    def container(self, service: str) -> str:
+        names = self.podman.output(
+            "ps", "--all", "--format", "{{.Names}}",
+            "--filter", f"label=io.podman.compose.project={self.project}",
+            "--filter", f"label=com.docker.compose.service={service}",
+        ).split()  # fmt: skip
+        assert len(names) == 1, names
+        return names[0]
+
+    def wait_onion_hostname(self) -> str:
+        """The address tor wrote into its volume (it does so within seconds of starting)."""
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            done = self(
+                "exec", "-T", "tor", "cat", "/var/lib/tor/secure_chat/hostname", check=False
+            )
+            hostname = done.stdout.strip()
+            if done.returncode == 0 and hostname:
+                assert ONION_HOSTNAME.fullmatch(hostname), hostname
+                return hostname
+            time.sleep(0.5)
+        pytest.fail(f"tor wrote no hostname within {READY_TIMEOUT} s", pytrace=False)
+
+    def remove_everything(self) -> None:
+        """``down -v``, then whatever a failed ``up`` may have left behind."""
+        self("down", "--volumes", "--timeout", "10", check=False)
+        label = f"label=io.podman.compose.project={self.project}"
+        run = self.podman.run
+        containers = run("container", "ls", "--all", "--quiet", "--filter", label, check=False)
+        if containers.stdout.split():
+            run("container", "rm", "--force", "--depend", *containers.stdout.split(), check=False)
+        volumes = run("volume", "ls", "--quiet", "--filter", label, check=False)
+        if volumes.stdout.split():
+            run("volume", "rm", "--force", *volumes.stdout.split(), check=False)
+        run("network", "rm", "--force", f"{self.project}_default", check=False)
+
+
+@pytest.mark.slow
+def test_compose_publishes_a_stable_onion_address(
+    podman: Podman, bases: Bases, relay_image: str
+) -> None:
+    program = find_podman_compose()
+    if program is None:
+        unavailable("podman-compose is not installed")
+    project = f"sctest{run_id()}"
+    tor_image = f"localhost/securechat-test-tor-service:{project}"
+    port = free_port()
+    compose = Compose(
+        podman,
+        program,
+        project,
+        {
+            "SECURECHAT_BASE_IMAGE": bases.python,
+            "SECURECHAT_TOR_BASE_IMAGE": bases.tor,
+            # The relay image from the same Containerfile (a build here would reuse
+            # every cached layer); the tor image is built by compose.
+            "SECURECHAT_IMAGE": relay_image,
+            "SECURECHAT_TOR_IMAGE": tor_image,
+            "SECURECHAT_PORT": str(port),
+        },
+    )
+    try:
+        compose("up", "--detach", timeout=BUILD_TIMEOUT)  # builds the tor image
+        hostname = compose.wait_onion_hostname()
+
+        wait_healthz(f"http://127.0.0.1:{port}")
+        relay = compose.container("securechat")
+        assert podman.run("healthcheck", "run", relay, check=False).returncode == 0
+
+        # The onion service's target, securechat:8787, answers from the tor container.
+        # (Only the status line is read: that the relay answers is the point.)
+        probe = compose(
+            "exec", "-T", "tor", "timeout", "10", "bash", "-c",
+            "exec 3<>/dev/tcp/securechat/8787"
+            " && printf 'GET /healthz HTTP/1.1\\r\\nHost: x.onion\\r\\n\\r\\n' >&3"
+            " && IFS= read -r status <&3 && echo \"$status\"",
+        )  # fmt: skip
+        assert probe.stdout.strip() == "HTTP/1.1 200", probe.stdout
+
+        compose("down", "--timeout", "10")
+        compose("up", "--detach")
+        assert compose.wait_onion_hostname() == hostname
+        wait_healthz(f"http://127.0.0.1:{port}")
+    finally:
+        compose.remove_everything()
+        podman.remove_images(tor_image)
+
+
+# ----- 3. Quadlet -------------------------------------------------------------------------
+
+
+def read_unit(path: Path) -> dict[str, list[tuple[str, str]]]:
+    """A systemd unit file as {section: [(key, value), ...]}, keys repeated as written."""
+    sections: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] | None = None
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            assert line[1:-1] not in sections, f"{path.name}: section {line} twice"
+            current = sections.setdefault(line[1:-1], [])
+            continue
+        assert current is not None, f"{path.name}: {line!r} before any section"
+        assert not line.endswith("\\"), f"{path.name}: keep {line!r} on one line"
+        key, sep, value = line.partition("=")
+        assert sep, f"{path.name}: {line!r} is no key=value"
+        current.append((key.strip(), value.strip()))
+    return sections
+
+
+def values(unit: dict[str, list[tuple[str, str]]], section: str, key: str) -> list[str]:
+    return [v for k, v in unit.get(section, []) if k == key]
+
+
+# The keys Quadlet takes in each section (podman 4.6 and later), and the systemd
+# sections that may sit beside them.
+QUADLET_KEYS: Final = {
+    "Container": {
+        "AddCapability", "AddDevice", "Annotation", "AutoUpdate", "ContainerName",
+        "DropCapability", "Environment", "EnvironmentFile", "Exec", "ExposeHostPort",
+        "HealthCmd", "HealthInterval", "HealthOnFailure", "HealthRetries",
+        "HealthStartPeriod", "HealthTimeout", "Image", "Label", "Network",
+        "NoNewPrivileges", "PodmanArgs", "PublishPort", "ReadOnly", "User", "Volume",
+    },
+    "Volume": {"Label", "Device", "Options", "Type", "User", "Group", "Copy"},
+    "Network": {"Label", "Driver", "Gateway", "Internal", "IPRange", "IPv6", "Subnet"},
+}  # fmt: skip
+SYSTEMD_SECTIONS: Final = {"Unit", "Service", "Install"}
+
+
+def test_quadlet_units_are_consistent() -> None:
+    units = {path.name: read_unit(path) for path in sorted(QUADLET_DIR.iterdir())}
+    assert set(units) == {
+        "securechat.container", "securechat-tor.container", "securechat.network",
+        "securechat-data.volume", "securechat-tor.volume",
+    }  # fmt: skip
+    for name, unit in units.items():
+        kind = name.rsplit(".", 1)[1].capitalize()
+        assert kind in unit, f"{name}: no [{kind}] section"
+        assert set(unit) <= SYSTEMD_SECTIONS | {kind}, name
+        for key, _ in unit[kind]:
+            assert key in QUADLET_KEYS[kind], f"{name}: {key}= is not a Quadlet key"
+
+    containers = {n: u for n, u in units.items() if n.endswith(".container")}
+    for name, unit in containers.items():
+        # Hardened like the tests run the image, restarted, updated from the local tag.
+        assert values(unit, "Container", "ReadOnly") == ["true"], name
+        assert values(unit, "Container", "DropCapability") == ["ALL"], name
+        assert values(unit, "Container", "NoNewPrivileges") == ["true"], name
+        assert values(unit, "Container", "AutoUpdate") == ["local"], name
+        assert values(unit, "Service", "Restart") == ["on-failure"], name
+        assert values(unit, "Install", "WantedBy"), name
+        for reference in values(unit, "Container", "Network"):
+            assert reference in units, f"{name}: Network={reference} has no unit"
+        for volume in values(unit, "Container", "Volume"):
+            assert volume.split(":")[0] in units, f"{name}: Volume={volume} has no unit"
+        for port in values(unit, "Container", "PublishPort"):
+            assert port.startswith("127.0.0.1:"), f"{name}: {port} is published beyond this host"
+
+    relay, tor = containers["securechat.container"], containers["securechat-tor.container"]
+    assert values(relay, "Container", "Image") == ["localhost/securechat:latest"]
+    assert values(relay, "Container", "Volume") == ["securechat-data.volume:/data"]
+    assert values(relay, "Container", "HealthCmd"), "the OCI image format drops HEALTHCHECK"
+    assert values(tor, "Container", "Image") == ["localhost/securechat-tor:latest"]
+    assert values(tor, "Container", "Volume") == ["securechat-tor.volume:/var/lib/tor"]
+    assert "securechat.service" in values(tor, "Unit", "Requires")
+
+    # Tor's torrc points at the relay by the name the relay's unit gives its container.
+    torrc = (REPO / "deploy" / "tor" / "torrc").read_text()
+    target = re.search(r"^HiddenServicePort 80 ([\w.-]+):8787$", torrc, re.MULTILINE)
+    assert target is not None
+    assert values(relay, "Container", "ContainerName") == [target.group(1)]
+
+
+QUADLET_GENERATORS: Final = (
+    "/usr/lib/systemd/system-generators/podman-system-generator",
+    "/usr/libexec/podman/quadlet",
+)
+
+
+def test_quadlet_generator_accepts_the_units(tmp_path: Path) -> None:
+    generator = next((g for g in QUADLET_GENERATORS if Path(g).exists()), None)
+    if generator is None:
+        # Quadlet came with podman 4.4; Debian bookworm has 4.3.
+        pytest.skip("no Quadlet generator here (podman >= 4.4 has one)")
+    units = tmp_path / "units"
+    shutil.copytree(QUADLET_DIR, units)
+    done = subprocess.run(
+        [generator, "--dryrun"],
+        env={"QUADLET_UNIT_DIRS": str(units), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "unsupported key" not in done.stderr.lower(), done.stderr
+    generated = done.stdout
+    for service in ("securechat.service", "securechat-tor.service", "securechat-network.service"):
+        assert f"---{service}---" in generated, generated
+    for flag in ("--read-only", "--cap-drop", "--security-opt=no-new-privileges"):
+        assert flag in generated, flag
