@@ -49,6 +49,14 @@ def _non_negative_float(text: str) -> float:
     return 0.0 if text.strip() in ("0", "0.0") else _positive_float(text)
 
 
+def _flag(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"not a yes/no value: {text!r}")
+
+
 def _origin(text: str) -> str:
     if normalize_origin(text) is None:
         raise argparse.ArgumentTypeError(f"not an origin like https://chat.example.org: {text!r}")
@@ -122,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # The subcommands share the parser class; the client registers its own.
     peer_cli.add_commands(cast("argparse._SubParsersAction[argparse.ArgumentParser]", commands))
+    serve_parser.add_argument(
+        "--ephemeral",
+        action="store_true",
+        default=None,
+        help="keep rooms in memory only: nothing is written to disk and history is "
+        "gone on restart (env: SECURECHAT_EPHEMERAL=1)",
+    )
     return parser
 
 
@@ -139,6 +154,10 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         env = os.environ.get(ENV_PREFIX + "ALLOWED_ORIGIN", "")
         origins = [_env_convert(parser, "allowed-origin", _origin, o) for o in env.split()]
     values["allowed_origins"] = tuple(origins)
+    ephemeral = args.ephemeral
+    if ephemeral is None:
+        ephemeral = _from_env(parser, "ephemeral", _flag, False)
+    values["ephemeral"] = ephemeral
     return Config(**values)
 
 

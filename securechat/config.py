@@ -25,4 +25,5 @@ class Config:
     max_bad_frames: int = limits.DEFAULT_MAX_BAD_FRAMES
     ping_interval: float = limits.DEFAULT_PING_INTERVAL  # seconds; 0 = no pings
     allowed_origins: tuple[str, ...] = ()
+    ephemeral: bool = False  # keep everything in memory: nothing on disk, gone on restart
     log_level: str = "info"

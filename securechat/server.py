@@ -17,7 +17,7 @@ from securechat.headers import SecurityHeaders
 from securechat.limits import SHUTDOWN_CLOSE_SECONDS
 from securechat.registry import Registry
 from securechat.room import RoomSettings
-from securechat.storage import SqliteStorage
+from securechat.storage import MemoryStorage, SqliteStorage, Storage
 
 logger: Final = logging.getLogger("securechat.server")
 
@@ -52,7 +52,7 @@ async def serve(
     Error handling: raises ``StorageError`` for an unusable data dir and
     ``OSError`` (inside an exception group) when the address cannot be bound.
     """
-    storage = SqliteStorage(config.data_dir)
+    storage: Storage = MemoryStorage() if config.ephemeral else SqliteStorage(config.data_dir)
     try:
         async with trio.open_nursery() as nursery:
             settings = RoomSettings(

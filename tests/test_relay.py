@@ -1,5 +1,7 @@
 """The relay end to end: hello, verifier, relay order, history, clear, sequence numbers."""
 
+from pathlib import Path
+
 import pytest
 import trio
 
@@ -10,8 +12,10 @@ from tests.harness import (
     connect,
     fake_message,
     joined_peer,
+    make_config,
     new_room_id,
     new_token,
+    start_server,
 )
 
 
@@ -190,3 +194,23 @@ async def test_a_room_failure_spares_other_rooms(
     back = await connect(nursery, server, doomed)
     history, _ = await back.hello(token)
     assert [m["id"] for m in history["messages"]] == [1]
+
+
+async def test_ephemeral_mode_writes_nothing_and_forgets_on_restart(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    data = tmp_path / "never"
+    server = await start_server(nursery, make_config(data, ephemeral=True))
+    room, token = new_room_id(), new_token()
+    alice = await joined_peer(nursery, server, room, token)
+    await alice.post()
+    await alice.expect("message", id=1)
+    late = await connect(nursery, server, room)
+    history, _ = await late.hello(token)
+    assert [m["id"] for m in history["messages"]] == [1]
+    server = await server.restart()
+    again = await connect(nursery, server, room)
+    history, _ = await again.hello(new_token())  # even the verifier is gone
+    assert history["messages"] == []
+    await server.stop()
+    assert not data.exists()
