@@ -255,6 +255,7 @@ class Compose:
         volumes = run("volume", "ls", "--quiet", "--filter", label, check=False)
         if volumes.stdout.split():
             run("volume", "rm", "--force", *volumes.stdout.split(), check=False)
+        run("pod", "rm", "--force", "--ignore", f"pod_{self.project}", check=False)
         run("network", "rm", "--force", f"{self.project}_default", check=False)
 
 
@@ -304,6 +305,12 @@ def test_compose_publishes_a_stable_onion_address(
         compose("up", "--detach")
         assert compose.wait_onion_hostname() == hostname
         wait_healthz(f"http://127.0.0.1:{port}")
+
+        # down -v leaves nothing of the project behind.
+        compose("down", "--volumes", "--timeout", "10")
+        label = f"label=io.podman.compose.project={project}"
+        assert not podman.output("container", "ls", "--all", "--quiet", "--filter", label)
+        assert not podman.output("volume", "ls", "--quiet", "--filter", label)
     finally:
         compose.remove_everything()
         podman.remove_images(tor_image)
