@@ -108,3 +108,30 @@ async def test_writes_do_not_block_the_event_loop(tmp_path: Path) -> None:
         nursery.cancel_scope.cancel()
     storage.close()
     assert ticks > 0
+
+
+async def test_a_failing_batch_fails_alone(tmp_path: Path) -> None:
+    """Concurrent writes may share a transaction; a bad one must not sink the others."""
+    import sqlite3
+
+    storage = SqliteStorage(tmp_path / "data")
+    await storage.write(ROOM, [Append(message(1), keep=10)], 1)
+    failures: list[BaseException] = []
+
+    async def bad() -> None:
+        try:
+            await storage.write(ROOM, [Append(message(1), keep=10)], 2)  # id 1 again
+        except sqlite3.IntegrityError as exc:
+            failures.append(exc)
+
+    async def good(room: RoomId, i: int) -> None:
+        await storage.write(room, [Append(message(i), keep=10)], 2)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(good, OTHER, 1)
+        nursery.start_soon(bad)
+        nursery.start_soon(good, ROOM, 2)
+    assert len(failures) == 1
+    assert [m.id for m in (await storage.load(ROOM)).history] == [1, 2]
+    assert [m.id for m in (await storage.load(OTHER)).history] == [1]
+    storage.close()
