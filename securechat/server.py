@@ -10,6 +10,7 @@ from typing import Final
 import hypercorn.trio
 import trio
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.protocol import ws_stream
 
 from securechat.app import create_app
 from securechat.config import Config
@@ -20,6 +21,22 @@ from securechat.room import RoomSettings
 from securechat.storage import MemoryStorage, SqliteStorage, Storage
 
 logger: Final = logging.getLogger("securechat.server")
+
+
+class _UncompressedHandshake(ws_stream.Handshake):
+    """A WebSocket handshake that never agrees to permessage-deflate.
+
+    Hypercorn accepts compression whenever a client offers it, with no setting
+    to refuse (pgjones/hypercorn#307), and browsers always offer it. Ciphertext
+    in base64url hardly compresses, while deflate costs CPU on every frame and a
+    zlib context per socket. Forgetting the client's offer makes Hypercorn
+    answer without the extension, which is what RFC 7692 asks of a server that
+    declines.
+    """
+
+    def __init__(self, headers: list[tuple[bytes, bytes]], http_version: str) -> None:
+        super().__init__(headers, http_version)
+        self.extensions = None
 
 
 def hypercorn_config(config: Config) -> HypercornConfig:
@@ -52,6 +69,7 @@ async def serve(
     Error handling: raises ``StorageError`` for an unusable data dir and
     ``OSError`` (inside an exception group) when the address cannot be bound.
     """
+    ws_stream.Handshake = _UncompressedHandshake  # type: ignore[misc]
     storage: Storage = MemoryStorage() if config.ephemeral else SqliteStorage(config.data_dir)
     try:
         async with trio.open_nursery() as nursery:

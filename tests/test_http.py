@@ -223,3 +223,23 @@ async def test_pings_are_sent_when_configured(nursery: trio.Nursery, tmp_path: o
                 assert rest[0] == 0x89  # FIN + ping
     finally:
         await pinging.stop()
+
+
+async def test_compression_is_declined(server: ServerHandle) -> None:
+    # Browsers always offer permessage-deflate; ciphertext does not compress.
+    with trio.fail_after(5):
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        async with stream:
+            await stream.send_all(
+                f"GET /ws/room?client=abcd HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+            )
+            raw = b""
+            while b"\r\n\r\n" not in raw:
+                raw += await stream.receive_some(4096)
+    head = raw.partition(b"\r\n\r\n")[0].lower()
+    assert head.startswith(b"http/1.1 101")
+    assert b"sec-websocket-extensions" not in head
