@@ -388,7 +388,7 @@ class Room {
           this.input.disabled = true;
           this.sendButton.disabled = true;
         } else {
-          this.statusAction.append(this.actionButton("Reconnect", () => this.connection.reconnectNow()));
+          this.statusAction.append(this.actionButton("Reconnect", () => this.connection.reconnectNow({ manual: true })));
         }
         break;
     }
@@ -626,7 +626,7 @@ class Room {
         h("span", { class: "swatch", "aria-hidden": "true" }),
         name || (me ? "You" : shortId(id)),
         name || me ? h("span", { class: "cid" }, ` ${shortId(id)}`) : null,
-        me ? h("span", { class: "you" }, " (you)") : null,
+        me && name ? h("span", { class: "you" }, " (you)") : null,
       );
     });
     replace(this.peopleList, items);

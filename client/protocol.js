@@ -97,6 +97,7 @@ export class RoomConnection {
     this.attempt = 0;
     this.timer = null;
     this.stopped = false;
+    this.halted = null; // {code, fatal} after a close that is explained, not retried
     this.openedAt = 0;
     this.onOnline = () => this.reconnectNow();
     window.addEventListener("online", this.onOnline);
@@ -127,9 +128,16 @@ export class RoomConnection {
     return true;
   }
 
-  /** Try now instead of waiting for the backoff (a button, the network coming back). */
-  reconnectNow() {
+  /**
+   * Try now instead of waiting for the backoff. Automatic triggers (the network
+   * or the tab coming back) only cut a wait short; after a close that is not
+   * retried (room full, rate abuse, ...) only the person's `manual` request
+   * reconnects, and never after a wrong key.
+   */
+  reconnectNow({ manual = false } = {}) {
     if (this.stopped || (this.socket && this.socket.readyState <= WebSocket.OPEN)) return;
+    if (this.halted && (!manual || this.halted.fatal)) return;
+    this.halted = null;
     clearTimeout(this.timer);
     this.attempt = 0;
     this.connect();
@@ -173,6 +181,7 @@ export class RoomConnection {
       this.openedAt = 0;
       const info = CLOSE_CODES[event.code];
       if (info && !info.retry) {
+        this.halted = { code: event.code, fatal: Boolean(info.fatal) };
         this.onStatus({ state: "stopped", code: event.code, text: info.text, fatal: Boolean(info.fatal) });
         return;
       }

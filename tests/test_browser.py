@@ -377,8 +377,15 @@ async def test_wrong_secret_is_explained_and_not_retried(served: Served) -> None
         expect(wrong.locator(".status")).to_contain_text("does not match this room")
         expect(wrong.locator("body")).to_have_attribute("data-close-code", "4401")
         expect(wrong.get_by_label("Message", exact=True)).to_be_disabled()
+        # It does not try again: not by itself, nor when the tab or network comes back.
+        wrong.evaluate(
+            """() => {
+              document.dispatchEvent(new Event("visibilitychange"));
+              window.dispatchEvent(new Event("online"));
+            }"""
+        )
         wrong.wait_for_timeout(1500)
-        assert len(session.log(wrong).sockets) == 1  # it did not try again
+        assert len(session.log(wrong).sockets) == 1
 
         stranger = session.new_page()
         stranger.goto(room_path)
@@ -389,6 +396,38 @@ async def test_wrong_secret_is_explained_and_not_retried(served: Served) -> None
         assert session.log(stranger).sockets == []
 
     await run_in_browser(served.server.base, scenario)
+
+
+async def test_a_full_room_is_explained_and_reconnects_on_request(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """Close code 4409: said in plain words; the Reconnect button tries again."""
+    require_chromium()
+    server = await start_server(nursery, make_config(tmp_path / "data", max_participants=1))
+
+    def scenario(session: Session) -> None:
+        alice, link = create_room(session)
+        bob = session.new_page()
+        bob.goto(link)
+        expect(bob.locator(".status")).to_have_attribute("data-state", "stopped")
+        expect(bob.locator(".status")).to_contain_text("This room is full")
+        alice.close()
+        log = session.log(bob)
+
+        def try_again() -> bool:
+            # The server may not have seen Alice leave yet: then it is full once more.
+            button = bob.get_by_role("button", name="Reconnect")
+            if not log.connected and button.is_visible():
+                button.click()
+            return log.connected == 1
+
+        session.wait_until(bob, try_again, "a place in the room")
+        wait_connected(session, bob, 1)
+
+    try:
+        await run_in_browser(server.base, scenario)
+    finally:
+        await server.stop()
 
 
 async def test_refused_storage_keeps_the_key_for_the_tab(served: Served) -> None:
