@@ -59,6 +59,15 @@ helper_binaries_dir = ["/usr/lib/podman", "/usr/libexec/podman", "/usr/local/lib
 _CA_CANDIDATES: Final = ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
 _DEBIAN_CA_BUNDLE: Final = "/etc/ssl/certs/ca-certificates.crt"
 
+# Quadlet's generator, where podman (>= 4.4) installed it.
+QUADLET_GENERATORS: Final = (
+    "/usr/lib/systemd/system-generators/podman-system-generator",
+    "/usr/libexec/podman/quadlet",
+)
+# Else the one from Debian 13's podman (5.4), unpacked only: it is a Go program that
+# needs nothing but libc, so it runs on bookworm, whose podman (4.3) has no Quadlet.
+_QUADLET_SUITE: Final = "trixie"
+
 _PYTHON_PACKAGES: Final = "python3,python3-venv,ca-certificates"
 _TOR_PACKAGES: Final = "tor"
 
@@ -178,10 +187,12 @@ def _host_ca_bundle() -> Path | None:
     return debian if debian.is_file() else None
 
 
-def _bootstrap(packages: str, tarball: Path) -> None:
+def _bootstrap(
+    packages: str, target: Path, *, suite: str = "bookworm", variant: str = "minbase"
+) -> None:
     subprocess.run(
-        ["mmdebstrap", "--quiet", "--variant=minbase", f"--include={packages}", "bookworm",
-         str(tarball)],
+        ["mmdebstrap", "--quiet", f"--variant={variant}", f"--include={packages}", suite,
+         str(target)],
         check=True,
         capture_output=True,
         timeout=BOOTSTRAP_TIMEOUT,
@@ -230,6 +241,18 @@ def build_bases(podman: Podman, workdir: Path, tag: str) -> Bases:
     podman.run("build", "-t", bases.python, str(context), timeout=BUILD_TIMEOUT)
     podman.remove_images(plain_python)  # untags it; the layers stay under bases.python
     return bases
+
+
+def unpack_quadlet(root: Path) -> Path:
+    """Unpack (not install) Debian's podman package under ``root``; return its Quadlet.
+
+    Resource handling: the caller deletes ``root`` (some 200 MB).
+    """
+    try:
+        _bootstrap("podman", root, suite=_QUADLET_SUITE, variant="extract")
+    except subprocess.CalledProcessError as exc:
+        pytest.fail(f"mmdebstrap failed:\n{exc.stderr.decode()[-4000:]}", pytrace=False)
+    return root / "usr" / "libexec" / "podman" / "quadlet"
 
 
 def wait_healthz(base_url: str, timeout: float = READY_TIMEOUT) -> None:

@@ -9,6 +9,7 @@ removed by that test or its fixture.
 
 import http.client
 import re
+import shlex
 import shutil
 import subprocess
 import time
@@ -24,6 +25,7 @@ from securechat.headers import SECURITY_HEADERS
 from tests.containers import (
     BUILD_TIMEOUT,
     COMMAND_TIMEOUT,
+    QUADLET_GENERATORS,
     READY_TIMEOUT,
     REPO,
     Bases,
@@ -34,6 +36,7 @@ from tests.containers import (
     free_port,
     run_id,
     unavailable,
+    unpack_quadlet,
     wait_healthz,
 )
 from tests.harness import Peer, new_client_id, new_room_id, new_token
@@ -184,8 +187,13 @@ def test_image_runs_hardened_and_keeps_history_on_its_volume(
         write_root = podman.run("exec", first, "touch", "/opt/securechat/x", check=False)
         assert write_root.returncode != 0
 
-        # The image's own HEALTHCHECK (kept by --format docker) passes.
+        # The image's own HEALTHCHECK (kept by --format docker) passes, and so does
+        # the Quadlet unit's, which podman runs with /bin/sh.
         assert podman.run("healthcheck", "run", first, check=False).returncode == 0
+        (quadlet_check,) = quadlet_health_cmd()
+        assert (
+            podman.run("exec", first, "/bin/sh", "-c", quadlet_check, check=False).returncode == 0
+        )
 
         relayed = trio.run(exchange_message, port, room, token)
 
@@ -343,6 +351,10 @@ def values(unit: dict[str, list[tuple[str, str]]], section: str, key: str) -> li
     return [v for k, v in unit.get(section, []) if k == key]
 
 
+def quadlet_health_cmd() -> list[str]:
+    return values(read_unit(QUADLET_DIR / "securechat.container"), "Container", "HealthCmd")
+
+
 # The keys Quadlet takes in each section (podman 4.6 and later), and the systemd
 # sections that may sit beside them.
 QUADLET_KEYS: Final = {
@@ -403,21 +415,38 @@ def test_quadlet_units_are_consistent() -> None:
     assert values(relay, "Container", "ContainerName") == [target.group(1)]
 
 
-QUADLET_GENERATORS: Final = (
-    "/usr/lib/systemd/system-generators/podman-system-generator",
-    "/usr/libexec/podman/quadlet",
-)
+@pytest.fixture
+def quadlet_generator(tmp_path: Path) -> Iterator[Path]:
+    installed = next((Path(g) for g in QUADLET_GENERATORS if Path(g).exists()), None)
+    if installed is not None:
+        yield installed
+        return
+    if shutil.which("mmdebstrap") is None:
+        unavailable("no Quadlet generator here, and no mmdebstrap to unpack one")
+    root = tmp_path / "podman"
+    try:
+        yield unpack_quadlet(root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
-def test_quadlet_generator_accepts_the_units(tmp_path: Path) -> None:
-    generator = next((g for g in QUADLET_GENERATORS if Path(g).exists()), None)
-    if generator is None:
-        # Quadlet came with podman 4.4; Debian bookworm has 4.3.
-        pytest.skip("no Quadlet generator here (podman >= 4.4 has one)")
+def generated_units(output: str) -> dict[str, str]:
+    """``--dryrun`` output as {service file name: its text}."""
+    parts = re.split(r"^---([\w.@-]+)---$", output, flags=re.MULTILINE)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def exec_start(service: str) -> list[str]:
+    (line,) = re.findall(r"^ExecStart=(.*)$", service, flags=re.MULTILINE)
+    return shlex.split(line)  # systemd's quoting, as Quadlet writes it, is shell-like
+
+
+@pytest.mark.slow
+def test_quadlet_generator_accepts_the_units(quadlet_generator: Path, tmp_path: Path) -> None:
     units = tmp_path / "units"
     shutil.copytree(QUADLET_DIR, units)
     done = subprocess.run(
-        [generator, "--dryrun"],
+        [str(quadlet_generator), "--dryrun", "--no-kmsg-log"],
         env={"QUADLET_UNIT_DIRS": str(units), "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
@@ -425,9 +454,28 @@ def test_quadlet_generator_accepts_the_units(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert "unsupported key" not in done.stderr.lower(), done.stderr
-    generated = done.stdout
-    for service in ("securechat.service", "securechat-tor.service", "securechat-network.service"):
-        assert f"---{service}---" in generated, generated
-    for flag in ("--read-only", "--cap-drop", "--security-opt=no-new-privileges"):
-        assert flag in generated, flag
+    for problem in ("unsupported", "error", "warning"):
+        assert problem not in done.stderr.lower(), done.stderr
+    generated = generated_units(done.stdout)
+    assert set(generated) == {
+        "securechat.service", "securechat-tor.service", "securechat-network.service",
+        "securechat-data-volume.service", "securechat-tor-volume.service",
+    }  # fmt: skip
+
+    relay = exec_start(generated["securechat.service"])
+    tor = exec_start(generated["securechat-tor.service"])
+    for args in (relay, tor):
+        assert args[:2] == ["/usr/bin/podman", "run"]
+        assert "--read-only" in args
+        assert "--security-opt=no-new-privileges" in args
+        assert args[args.index("--cap-drop") + 1] == "all"
+        assert args[args.index("--network") + 1] == "systemd-securechat"
+        assert args[args.index("--label") + 1] == "io.containers.autoupdate=local"
+    assert relay[-1] == "localhost/securechat:latest"
+    assert relay[relay.index("-v") + 1] == "systemd-securechat-data:/data"
+    assert relay[relay.index("--publish") + 1] == "127.0.0.1:8787:8787"
+    assert tor[-1] == "localhost/securechat-tor:latest"
+    assert tor[tor.index("-v") + 1] == "systemd-securechat-tor:/var/lib/tor"
+    # The health command reaches podman as written (the image test runs it).
+    assert [relay[relay.index("--health-cmd") + 1]] == quadlet_health_cmd()
+    assert "Requires=securechat.service" in generated["securechat-tor.service"]
