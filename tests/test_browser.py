@@ -192,8 +192,14 @@ async def test_vectors_hold_in_the_pages_own_crypto(served: Served) -> None:
     assert result["badIv"] is None
 
 
-async def test_two_people_chat_and_the_secret_stays_in_the_page(served: Served) -> None:
-    """Scenarios 1, 2 and 8: a conversation both ways, names, and where the secret went."""
+async def test_two_people_chat_and_the_secret_stays_in_the_page(
+    served: Served, tmp_path: Path
+) -> None:
+    """Scenarios 1, 2 and 8: a conversation both ways, names, and where the secret went.
+
+    The picture of the conversation goes to the test's tmp_path, and to
+    docs/screenshot.png when SECURECHAT_UPDATE_SCREENSHOT=1.
+    """
 
     def scenario(session: Session) -> tuple[str, list[str]]:
         alice, link = create_room(session)
@@ -256,9 +262,8 @@ async def test_two_people_chat_and_the_secret_stays_in_the_page(served: Served) 
         frames = [frame for page in (alice, bob) for frame in session.log(page).frames_sent]
         headers = [h for page in (alice, bob) for h in session.log(page).request_headers]
         screenshot = alice.screenshot()
-        Path(os.environ.get("SECURECHAT_SCREENSHOT_DIR", "/tmp")).joinpath(  # noqa: S108
-            "securechat-screenshot.png"
-        ).write_bytes(screenshot)
+        assert screenshot.startswith(b"\x89PNG")
+        (tmp_path / "screenshot.png").write_bytes(screenshot)
         if os.environ.get("SECURECHAT_UPDATE_SCREENSHOT") == "1":
             SCREENSHOT.write_bytes(screenshot)
         return link, [json.dumps(records), json.dumps(headers), *frames]
