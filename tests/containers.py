@@ -146,13 +146,18 @@ class Podman:
         return self.run(*args).stdout.strip()
 
     def remove_images(self, *images: str) -> None:
-        self.run("rmi", "--force", "--ignore", *images, check=False)
+        self.run("rmi", "--force", "--ignore", *images)
 
-    def build(self, context: Path, tag: str, *, base: str, file: Path | None = None) -> None:
-        """Build with the docker format, which keeps HEALTHCHECK."""
-        args = ["build", "--format", "docker", "--build-arg", f"BASE_IMAGE={base}", "-t", tag]
-        if file is not None:
-            args += ["-f", str(file)]
+    def build(self, context: Path, tag: str, *, base: str | None = None) -> None:
+        """Build with the docker format, which keeps HEALTHCHECK.
+
+        No intermediate images: they would outlive ``remove_images`` (a first
+        stage is no parent of the final image), and with bases new in every
+        session there is no cache to keep.
+        """
+        args = ["build", "--layers=false", "--format", "docker", "-t", tag]
+        if base is not None:
+            args += ["--build-arg", f"BASE_IMAGE={base}"]
         self.run(*args, str(context), timeout=BUILD_TIMEOUT)
 
 
@@ -238,7 +243,7 @@ def build_bases(podman: Podman, workdir: Path, tag: str) -> Bases:
             "ENV PIP_CERT=/etc/ssl/certs/host-ca.crt",
         ]
     (context / "Containerfile").write_text("\n".join(lines) + "\n")
-    podman.run("build", "-t", bases.python, str(context), timeout=BUILD_TIMEOUT)
+    podman.build(context, bases.python)
     podman.remove_images(plain_python)  # untags it; the layers stay under bases.python
     return bases
 

@@ -284,8 +284,8 @@ def test_compose_publishes_a_stable_onion_address(
         {
             "SECURECHAT_BASE_IMAGE": bases.python,
             "SECURECHAT_TOR_BASE_IMAGE": bases.tor,
-            # The relay image from the same Containerfile (a build here would reuse
-            # every cached layer); the tor image is built by compose.
+            # The relay image is the session's, from the same Containerfile and base;
+            # compose builds the tor image.
             "SECURECHAT_IMAGE": relay_image,
             "SECURECHAT_TOR_IMAGE": tor_image,
             "SECURECHAT_PORT": str(port),
