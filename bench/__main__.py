@@ -1,0 +1,214 @@
+"""Run the benchmark suite: every scenario against securechat, securechat --ephemeral and the peer.
+
+Usage: ``python -m bench [--quick] [--duration S] [--scenario NAME ...]``
+
+All three relays are started for a scenario, measured in turn (the order rotates
+from one run to the next, so a slow moment on the shared machine does not always
+hit the same one) and stopped after it. The report goes to stdout and to
+``bench/results/<timestamp>.md`` and ``.json``; the p99-against-load plot of a
+full run to ``docs/benchmarks-p99.png``.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Final
+
+from bench import report, scenarios
+from bench.records import LoadRun, Results
+from bench.servers import REPO_ROOT, TARGETS, Server, Target, raise_open_files_limit, running
+
+SCENARIOS: Final = ("ping-pong", "fan-out", "small-rooms", "idle", "join-storm")
+REFERENCE_RATE: Final = 10.0  # messages/s per member in the 10 x 10 fan-out the targets name
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Sizes of one invocation; --quick shrinks them to a check that the suite works."""
+
+    duration_s: float
+    fan_out_rates: tuple[float, ...]
+    small_rooms: int
+    small_rooms_rate: float
+    idle_counts: tuple[int, ...]
+    join_rate: float
+    join_rooms: int
+    drain_s: float
+
+    @classmethod
+    def full(cls, duration_s: float) -> "Settings":
+        return cls(
+            duration_s=duration_s,
+            fan_out_rates=(2, 5, 10, 15, 20, 30, 40, 60),
+            small_rooms=1000,
+            small_rooms_rate=1.0,
+            idle_counts=(2000, 5000),
+            join_rate=300.0,
+            join_rooms=50,
+            drain_s=3.0,
+        )
+
+    @classmethod
+    def quick(cls, duration_s: float) -> "Settings":
+        return cls(
+            duration_s=duration_s,
+            fan_out_rates=(5, 10),
+            small_rooms=200,
+            small_rooms_rate=1.0,
+            idle_counts=(500, 1000),
+            join_rate=300.0,
+            join_rooms=10,
+            drain_s=2.0,
+        )
+
+
+class Progress:
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def __call__(self, text: str) -> None:
+        print(f"[{time.monotonic() - self.started:6.1f}s] {text}", file=sys.stderr, flush=True)
+
+
+def rotated(targets: Sequence[Target], turn: int) -> list[Target]:
+    turn %= len(targets)
+    return [*targets[turn:], *targets[:turn]]
+
+
+def describe(run: LoadRun) -> str:
+    return (
+        f"{run.deliveries_per_s:8.0f} deliveries/s, {100 * run.delivered_fraction:5.1f}% "
+        f"delivered, p99 {run.latency.p99_ms:6.1f} ms, "
+        f"{run.cpu_us_per_delivery:5.1f} us CPU/delivery, server CPU "
+        f"{run.usage.server_cpu_percent:3.0f}%"
+    )
+
+
+async def run_scenario(
+    name: str,
+    servers: dict[str, Server],
+    targets: Sequence[Target],
+    settings: Settings,
+    results: Results,
+    say: Callable[[str], None],
+) -> None:
+    duration, drain = settings.duration_s, settings.drain_s
+    if name == "fan-out":
+        stepping = {target.name for target in targets}
+        for turn, rate in enumerate(settings.fan_out_rates):
+            for target in rotated(targets, turn):
+                if target.name not in stepping and rate != REFERENCE_RATE:
+                    continue
+                run = await scenarios.load_run(
+                    servers[target.name], "fan-out", rooms=10, members=10,
+                    rate_per_member=rate, duration_s=duration, drain_s=drain,
+                )  # fmt: skip
+                results.load.append(run)
+                say(f"fan-out {rate:g}/s/member {target.name:10} {describe(run)}")
+                if not run.sustained:
+                    stepping.discard(target.name)
+            if not stepping and rate >= REFERENCE_RATE:
+                break
+        return
+    for target in rotated(targets, len(results.load) + len(results.join)):
+        server = servers[target.name]
+        if name == "ping-pong":
+            run = await scenarios.ping_pong(server, duration_s=duration, drain_s=drain)
+            results.load.append(run)
+            say(f"ping-pong {target.name:10} {describe(run)}")
+        elif name == "small-rooms":
+            run = await scenarios.load_run(
+                server, "small-rooms", rooms=settings.small_rooms, members=2,
+                rate_per_member=settings.small_rooms_rate, duration_s=duration, drain_s=drain,
+            )  # fmt: skip
+            results.load.append(run)
+            say(f"small-rooms {target.name:10} {describe(run)}")
+        elif name == "idle":
+            for idle in await scenarios.idle_connections(server, settings.idle_counts):
+                results.idle.append(idle)
+                say(
+                    f"idle {target.name:10} {idle.held}/{idle.wanted} held, "
+                    f"{idle.rss_per_connection_bytes / 1024:.1f} KiB/connection"
+                    + (f" ({idle.failure})" if idle.failure else "")
+                )
+        elif name == "join-storm":
+            join = await scenarios.join_storm(
+                server, rate_per_s=settings.join_rate, duration_s=duration,
+                rooms=settings.join_rooms, history=10,
+            )  # fmt: skip
+            results.join.append(join)
+            say(
+                f"join-storm {target.name:10} {join.joins_per_s:.0f} joins/s, p99 to connected "
+                f"{join.time_to_connected.p99_ms:.1f} ms, {join.joined}/{join.attempted} joined"
+            )
+
+
+async def run_all(
+    chosen: Sequence[str], targets: Sequence[Target], settings: Settings, say: Callable[[str], None]
+) -> Results:
+    results = Results()
+    for name in chosen:
+        say(f"{name}: starting {', '.join(target.name for target in targets)}")
+        async with contextlib.AsyncExitStack() as stack:
+            servers = {
+                target.name: await stack.enter_async_context(running(target)) for target in targets
+            }
+            await run_scenario(name, servers, targets, settings, results, say)
+    return results
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, 1 s windows")
+    parser.add_argument("--duration", type=float, help="seconds per load window (5; quick 1)")
+    parser.add_argument(
+        "--scenario", action="append", choices=SCENARIOS, help="run only this (repeatable)"
+    )
+    parser.add_argument(
+        "--target",
+        action="append",
+        choices=[target.name for target in TARGETS],
+        help="measure only this relay (repeatable)",
+    )
+    parser.add_argument(
+        "--results-dir", type=Path, default=REPO_ROOT / "bench" / "results", help="report folder"
+    )
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        help="where the p99 plot goes (a full run: docs/benchmarks-p99.png; quick: none)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    duration = args.duration or (1.0 if args.quick else 5.0)
+    settings = Settings.quick(duration) if args.quick else Settings.full(duration)
+    chosen = args.scenario or list(SCENARIOS)
+    targets = [target for target in TARGETS if not args.target or target.name in args.target]
+    plot = args.plot or (None if args.quick else REPO_ROOT / "docs" / "benchmarks-p99.png")
+    open_files = raise_open_files_limit()
+    say = Progress()
+    say(f"open-files limit {open_files}; scenarios: {', '.join(chosen)}")
+    started = time.time()
+    results = asyncio.run(run_all(chosen, targets, settings, say))
+    markdown, data = report.build(results, asdict(settings), started, sys.argv)
+    print(markdown)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    (args.results_dir / f"{stamp}.md").write_text(markdown)
+    (args.results_dir / f"{stamp}.json").write_text(report.to_json(data))
+    say(f"wrote {args.results_dir / stamp}.md and .json")
+    if plot is not None:
+        say(report.plot_p99(results, plot))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Relays that securechat is measured against."""

@@ -1,0 +1,461 @@
+"""The report of one invocation: markdown tables, ratios, the issue's targets, JSON, a plot."""
+
+import json
+import math
+import os
+import platform
+import shlex
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from bench.records import IdleRun, JoinRun, LoadRun, Results
+from bench.servers import DURABLE, EPHEMERAL, PEER, REPO_ROOT, TARGETS
+
+KIB: Final = 1024
+MIB: Final = 1024 * KIB
+REFERENCE_RATE: Final = 10.0  # msg/s per member: the 10 x 10 fan-out step the targets name
+SUSTAINED_TARGET_PER_S: Final = 10_000  # deliveries/s...
+SUSTAINED_TARGET_P99_MS: Final = 20.0  # ...with p99 under this
+IDLE_TARGET_BYTES: Final = 20 * KIB  # per connection at 5,000 connections
+IDLE_TARGET_COUNT: Final = 5000
+DURABILITY_TARGET: Final = 1.15  # durable CPU per delivery over ephemeral, at most
+JOIN_TARGET_PER_S: Final = 300.0
+JOIN_TARGET_P99_MS: Final = 100.0
+JOIN_COMPLETE: Final = 0.99  # of offered joins that must complete for the rate to count
+
+
+def machine() -> dict[str, str]:
+    """What the figures were measured on."""
+    model = "unknown"
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    memory_kib = 0
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemTotal:"):
+                memory_kib = int(line.split()[1])
+    return {
+        "cpus": str(os.cpu_count()),
+        "cpu_model": model,
+        "memory": f"{memory_kib / MIB:.1f} GiB",
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "commit": _git_commit(),
+    }
+
+
+def _git_commit() -> str:
+    try:
+        head = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],  # noqa: S607 - git from PATH, fixed args
+            cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    if denominator == 0 or math.isnan(numerator) or math.isnan(denominator):
+        return float("nan")
+    return numerator / denominator
+
+
+def _f(value: float, digits: int = 1) -> str:
+    return "-" if math.isnan(value) else f"{value:,.{digits}f}"
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+LOAD_HEADER: Final = (
+    "relay", "deliveries/s", "delivered", "p50 ms", "p99 ms", "max ms",
+    "server CPU µs/delivery", "server CPU", "server RSS MiB", "generator CPU", "note",
+)  # fmt: skip
+
+
+def _load_cells(run: LoadRun) -> list[str]:
+    return [
+        run.target,
+        _f(run.deliveries_per_s, 0),
+        f"{_f(100 * run.delivered_fraction, 2)}%",
+        _f(run.latency.p50_ms, 2),
+        _f(run.latency.p99_ms, 2),
+        _f(run.latency.max_ms, 1),
+        _f(run.cpu_us_per_delivery, 1),
+        f"{_f(run.usage.server_cpu_percent, 0)}%",
+        _f(run.usage.server_rss_bytes / MIB, 1),
+        f"{_f(run.usage.generator_cpu_percent, 0)}%",
+        _trouble(run),
+    ]
+
+
+def _trouble(run: LoadRun) -> str:
+    """Connections the relay dropped and error frames it sent, if any."""
+    notes = []
+    if run.dropped:
+        notes.append(f"{run.dropped} connections dropped")
+    if run.errors:
+        notes.append(f"{run.errors} error frames")
+    return ", ".join(notes)
+
+
+def _ratio_lines(what: str, values: dict[str, float], lower_is_better: bool = True) -> list[str]:
+    """securechat/peer and durable/ephemeral of one figure, when both sides ran."""
+    lines = []
+    pairs = ((DURABLE.name, PEER.name), (EPHEMERAL.name, PEER.name), (DURABLE.name, EPHEMERAL.name))
+    for top, bottom in pairs:
+        if top in values and bottom in values:
+            value = ratio(values[top], values[bottom])
+            lines.append(f"- {what}, {top} / {bottom}: **{_f(value, 2)}**")
+    if lines and not lower_is_better:
+        lines.append("  (higher is better)")
+    return lines
+
+
+def _highest_sustained(runs: Sequence[LoadRun], target: str) -> LoadRun | None:
+    """The highest fan-out step the target held, below its first failed step."""
+    best = None
+    for run in sorted(
+        (run for run in runs if run.target == target), key=lambda run: run.rate_per_member
+    ):
+        if not run.sustained:
+            break
+        best = run
+    return best
+
+
+def build(
+    results: Results, settings: dict[str, Any], started: float, argv: Sequence[str]
+) -> tuple[str, dict[str, Any]]:
+    """The markdown report and the JSON document of one invocation."""
+    host = machine()
+    when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started))
+    command = shlex.join(["python", "-m", "bench", *argv[1:]])
+    lines = [
+        f"# securechat benchmark, {when}",
+        "",
+        f"`{command}` on {host['cpus']} x {host['cpu_model']}, {host['memory']}, "
+        f"Python {host['python']}, Linux {host['kernel']}, commit `{host['commit']}`.",
+        "",
+        "Relays: "
+        + "; ".join(f"**{target.name}** = {target.description}" for target in TARGETS)
+        + ". Server CPU is utime+stime of the server process over the load window "
+        "(/proc/PID/stat); latency is from send to receipt at every receiver, sender included.",
+        "",
+    ]
+    ratios: dict[str, dict[str, float]] = {}
+
+    def scenario_ratios(key: str, what: str, values: dict[str, float]) -> list[str]:
+        ratios[key] = values
+        return _ratio_lines(what, values)
+
+    ping = [run for run in results.load if run.scenario == "ping-pong"]
+    if ping:
+        lines += ["## Ping-pong: 1 room x 2, one message in flight", ""]
+        lines += _table(LOAD_HEADER, (_load_cells(run) for run in ping))
+        lines += [
+            "",
+            *scenario_ratios(
+                "ping-pong.cpu_us_per_delivery",
+                "server CPU per delivery",
+                {run.target: run.cpu_us_per_delivery for run in ping},
+            ),
+        ]
+        lines += _ratio_lines("p99 latency", {run.target: run.latency.p99_ms for run in ping})
+        lines.append("")
+
+    fan = [run for run in results.load if run.scenario == "fan-out"]
+    if fan:
+        lines += _fan_out_section(fan, scenario_ratios)
+
+    small = [run for run in results.load if run.scenario == "small-rooms"]
+    if small:
+        first = small[0]
+        lines += [
+            f"## Many small rooms: {first.rooms:,} rooms x 2, "
+            f"{first.rate_per_member:g} msg/s per member",
+            "",
+        ]
+        lines += _table(LOAD_HEADER, (_load_cells(run) for run in small))
+        lines += [
+            "",
+            *scenario_ratios(
+                "small-rooms.cpu_us_per_delivery",
+                "server CPU per delivery",
+                {run.target: run.cpu_us_per_delivery for run in small},
+            ),
+        ]
+        lines.append("")
+
+    if results.idle:
+        lines += _idle_section(results.idle, scenario_ratios)
+    if results.join:
+        lines += _join_section(results.join, scenario_ratios)
+
+    targets = _targets(results)
+    lines += ["## The targets (securechat, durable)", ""]
+    lines += _table(
+        ("target", "measured", "met"),
+        ([name, measured, {True: "yes", False: "**no**", None: "not measured"}[met]]
+         for name, measured, met in targets),
+    )  # fmt: skip
+    lines.append("")
+    data = {
+        "started": started,
+        "command": command,
+        "machine": host,
+        "settings": settings,
+        "load": [run.to_json() for run in results.load],
+        "idle": [run.to_json() for run in results.idle],
+        "join": [run.to_json() for run in results.join],
+        "ratios": ratios,
+        "targets": [{"target": n, "measured": m, "met": met} for n, m, met in targets],
+    }
+    return "\n".join(lines), data
+
+
+def _fan_out_section(
+    fan: list[LoadRun], scenario_ratios: Callable[[str, str, dict[str, float]], list[str]]
+) -> list[str]:
+    lines = [
+        "## Fan-out: 10 rooms x 10 members, stepping the rate per member",
+        "",
+        f"A step is sustained when at least 99% of deliveries arrive and p99 ≤ 100 ms; "
+        f"each relay steps up until it fails one (the {REFERENCE_RATE:g} msg/s step always runs).",
+        "",
+    ]
+    header = ("msg/s/member", "offered/s", *LOAD_HEADER[:-1], "sustained", LOAD_HEADER[-1])
+    ordered = sorted(fan, key=lambda run: (run.rate_per_member, run.target))
+    lines += _table(
+        header,
+        (
+            [f"{run.rate_per_member:g}", _f(run.offered_per_s, 0), *_load_cells(run)[:-1],
+             "yes" if run.sustained else "no", _trouble(run)]
+            for run in ordered
+        ),
+    )  # fmt: skip
+    lines.append("")
+    for target in dict.fromkeys(run.target for run in fan):
+        best = _highest_sustained(fan, target)
+        held = (
+            f"{best.rate_per_member:g} msg/s/member, {_f(best.deliveries_per_s, 0)} deliveries/s, "
+            f"p99 {_f(best.latency.p99_ms, 1)} ms"
+            if best
+            else "none"
+        )
+        lines.append(f"- highest sustained step, {target}: {held}")
+    reference = [run for run in fan if run.rate_per_member == REFERENCE_RATE]
+    if reference:
+        lines += [
+            "",
+            *scenario_ratios(
+                "fan-out.cpu_us_per_delivery",
+                f"server CPU per delivery at {REFERENCE_RATE:g} msg/s/member",
+                {run.target: run.cpu_us_per_delivery for run in reference},
+            ),
+        ]
+    peaks = {
+        target: best.deliveries_per_s
+        for target in dict.fromkeys(run.target for run in fan)
+        if (best := _highest_sustained(fan, target)) is not None
+    }
+    lines += _ratio_lines("highest sustained deliveries/s", peaks, lower_is_better=False)
+    lines.append("")
+    return lines
+
+
+def _idle_section(
+    idle: list[IdleRun], scenario_ratios: Callable[[str, str, dict[str, float]], list[str]]
+) -> list[str]:
+    lines = [
+        "## Idle connections after hello (rooms of 10)",
+        "",
+        "RSS per connection = (server RSS with the connections held - its RSS before any) "
+        "/ connections held.",
+        "",
+    ]
+    lines += _table(
+        ("relay", "connections", "held", "server RSS MiB", "RSS per connection KiB",
+         "connect time s", "note"),
+        ([run.target, f"{run.wanted:,}", f"{run.held:,}", _f(run.rss_bytes / MIB, 1),
+          _f(run.rss_per_connection_bytes / KIB, 1), _f(run.connect_s, 1), run.failure or ""]
+         for run in idle),
+    )  # fmt: skip
+    most = max(run.wanted for run in idle)
+    lines += [
+        "",
+        *scenario_ratios(
+            "idle.rss_per_connection",
+            f"RSS per connection at {most:,}",
+            {run.target: run.rss_per_connection_bytes for run in idle if run.wanted == most},
+        ),
+    ]
+    lines.append("")
+    return lines
+
+
+def _join_section(
+    join: list[JoinRun], scenario_ratios: Callable[[str, str, dict[str, float]], list[str]]
+) -> list[str]:
+    lines = [
+        f"## Join storm: {join[0].offered_per_s:g} joins/s offered "
+        "(connect, hello, history of 10, `connected`, leave)",
+        "",
+    ]
+    lines += _table(
+        ("relay", "joined", "joins/s", "p50 ms", "p99 ms", "max ms", "full history",
+         "server CPU µs/join", "server CPU", "note"),
+        ([run.target, f"{run.joined:,}/{run.attempted:,}", _f(run.joins_per_s, 0),
+          _f(run.time_to_connected.p50_ms, 1), _f(run.time_to_connected.p99_ms, 1),
+          _f(run.time_to_connected.max_ms, 1), f"{run.full_history:,}",
+          _f(run.cpu_us_per_join, 0), f"{_f(run.usage.server_cpu_percent, 0)}%",
+          run.failure or ""]
+         for run in join),
+    )  # fmt: skip
+    lines += [
+        "",
+        *scenario_ratios(
+            "join-storm.cpu_us_per_join",
+            "server CPU per join",
+            {run.target: run.cpu_us_per_join for run in join},
+        ),
+    ]
+    lines += _ratio_lines(
+        "p99 time to connected", {run.target: run.time_to_connected.p99_ms for run in join}
+    )
+    lines.append("")
+    return lines
+
+
+def _targets(results: Results) -> list[tuple[str, str, bool | None]]:
+    """Each of the issue's targets: what this run measured and whether it is met."""
+    fan = {
+        run.target: run
+        for run in results.load
+        if run.scenario == "fan-out" and run.rate_per_member == REFERENCE_RATE
+    }
+    durable, peer, ephemeral = fan.get(DURABLE.name), fan.get(PEER.name), fan.get(EPHEMERAL.name)
+    rows: list[tuple[str, str, bool | None]] = []
+
+    name = "CPU per delivery ≤ the peer's (10 x 10 at 10 msg/s/member)"
+    if durable and peer:
+        mine, theirs = durable.cpu_us_per_delivery, peer.cpu_us_per_delivery
+        rows.append((name, f"{_f(mine)} µs vs {_f(theirs)} µs", mine <= theirs))
+    else:
+        rows.append((name, "-", None))
+
+    name = "10,000 deliveries/s sustained with p99 < 20 ms"
+    if durable:
+        met = (
+            durable.offered_per_s >= SUSTAINED_TARGET_PER_S
+            and durable.delivered_fraction >= 0.99
+            and durable.latency.p99_ms < SUSTAINED_TARGET_P99_MS
+        )
+        measured = (
+            f"{_f(durable.deliveries_per_s, 0)}/s of {_f(durable.offered_per_s, 0)} offered, "
+            f"{_f(100 * durable.delivered_fraction, 2)}% delivered, "
+            f"p99 {_f(durable.latency.p99_ms, 1)} ms"
+        )
+        rows.append((name, measured, met))
+    else:
+        rows.append((name, "-", None))
+
+    name = "≤ 20 KiB server RSS per idle connection at 5,000"
+    idle = [run for run in results.idle if run.target == DURABLE.name]
+    at_target = [run for run in idle if run.wanted == IDLE_TARGET_COUNT]
+    if at_target and at_target[0].held == IDLE_TARGET_COUNT:
+        per = at_target[0].rss_per_connection_bytes
+        rows.append((name, f"{_f(per / KIB)} KiB", per <= IDLE_TARGET_BYTES))
+    elif at_target:
+        rows.append((name, at_target[0].failure or "not all held", False))
+    else:
+        rows.append((name, "- (run without --quick)", None))
+
+    name = "durable ≤ 1.15 x ephemeral CPU per delivery (10 x 10 at 10 msg/s/member)"
+    if durable and ephemeral:
+        value = ratio(durable.cpu_us_per_delivery, ephemeral.cpu_us_per_delivery)
+        rows.append((name, f"x {_f(value, 2)}", value <= DURABILITY_TARGET))
+    else:
+        rows.append((name, "-", None))
+
+    name = "≥ 300 joins/s with p99 to `connected` < 100 ms"
+    joins = [run for run in results.join if run.target == DURABLE.name]
+    if joins:
+        run = joins[0]
+        met = (
+            run.offered_per_s >= JOIN_TARGET_PER_S
+            and run.joined >= JOIN_COMPLETE * run.attempted
+            and run.time_to_connected.p99_ms < JOIN_TARGET_P99_MS
+        )
+        measured = (
+            f"{run.joined}/{run.attempted} joined at {run.offered_per_s:g}/s offered "
+            f"({_f(run.joins_per_s, 0)}/s), p99 {_f(run.time_to_connected.p99_ms, 1)} ms"
+        )
+        rows.append((name, measured, met))
+    else:
+        rows.append((name, "-", None))
+    return rows
+
+
+def _no_nan(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _no_nan(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_no_nan(item) for item in value]
+    return value
+
+
+def to_json(data: dict[str, Any]) -> str:
+    """Strict JSON: a figure that could not be measured is null, not NaN."""
+    return json.dumps(_no_nan(data), indent=2, ensure_ascii=False) + "\n"
+
+
+def plot_p99(results: Results, path: Path) -> str:
+    """Plot p99 latency against offered deliveries/s of the fan-out steps; say what happened."""
+    fan = [run for run in results.load if run.scenario == "fan-out"]
+    if not fan:
+        return "no fan-out runs: no plot"
+    try:
+        import matplotlib as mpl  # an optional extra: imported only here
+
+        mpl.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (pip install '.[bench]'): no plot"
+    figure, axes = plt.subplots(figsize=(7, 4.2), dpi=120)
+    for target in TARGETS:
+        runs = sorted(
+            (run for run in fan if run.target == target.name), key=lambda run: run.offered_per_s
+        )
+        if runs:
+            axes.plot(
+                [run.offered_per_s for run in runs],
+                [run.latency.p99_ms for run in runs],
+                marker="o",
+                label=target.description,
+            )
+    axes.axhline(SUSTAINED_TARGET_P99_MS, color="grey", linestyle=":", linewidth=1)
+    axes.axhline(100, color="grey", linestyle="--", linewidth=1)
+    axes.set_yscale("log")
+    axes.set_xlabel("offered deliveries/s (10 rooms x 10 members)")
+    axes.set_ylabel("p99 latency, ms (log)")
+    axes.set_title("Fan-out: p99 latency against offered load")
+    axes.grid(visible=True, which="both", alpha=0.3)
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return f"wrote {path}"
