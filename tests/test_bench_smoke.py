@@ -1,0 +1,114 @@
+"""The benchmark suite works: quick mode reports figures, and the peer relay speaks the protocol.
+
+No assertion here is about speed: the figures are checked for being there, not for their size.
+"""
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from tests.harness import fake_message, new_room_id, new_token
+
+pytestmark = pytest.mark.slow
+
+ROOT: Final = Path(__file__).resolve().parent.parent
+SERVING: Final = re.compile(r"serving on (http://[0-9.]+:[0-9]+)")
+TIMEOUT_S: Final = 10.0  # for one frame, or for the peer to start
+
+
+def test_quick_ping_pong_reports_every_relay(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--scenario", "ping-pong",
+         "--duration", "0.5", "--results-dir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    [report] = tmp_path.glob("*.json")
+    data = json.loads(report.read_text())
+    runs = {run["target"]: run for run in data["load"]}
+    assert set(runs) == {"securechat", "ephemeral", "peer"}
+    for run in runs.values():
+        assert run["scenario"] == "ping-pong"
+        assert run["delivered"] > 0
+        assert run["expected"] >= run["delivered"]
+        for figure in ("cpu_us_per_delivery", "deliveries_per_s", "server_cpu_percent"):
+            assert isinstance(run[figure], float)
+        assert isinstance(run["latency"]["p99_ms"], float)
+        assert run["usage"]["server_rss_bytes"] > 0
+    assert data["ratios"]["ping-pong.cpu_us_per_delivery"].keys() == runs.keys()
+    [markdown] = tmp_path.glob("*.md")
+    assert "| peer |" in markdown.read_text()
+    assert "| peer |" in result.stdout
+
+
+@pytest.fixture
+def peer_url() -> Iterator[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.peers.websockets_relay", "--port", "0"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        match = SERVING.search(line)
+        assert match, line
+        yield match.group(1).replace("http://", "ws://")
+    finally:
+        process.kill()
+        process.wait(timeout=TIMEOUT_S)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def receive(connection: ClientConnection) -> dict[str, Any]:
+    frame = json.loads(connection.recv(timeout=TIMEOUT_S))
+    assert isinstance(frame, dict)
+    return frame
+
+
+@contextmanager
+def join(base: str, room: str, client: str, token: str) -> Iterator[ClientConnection]:
+    with connect(f"{base}/ws/{room}?client={client}", open_timeout=TIMEOUT_S) as connection:
+        connection.send(json.dumps({"type": "hello", "auth": token}))
+        yield connection
+
+
+def test_peer_relays_with_history_presence_and_a_verifier(peer_url: str) -> None:
+    room, token = new_room_id(), new_token()
+    with join(peer_url, room, "alice01", token) as alice:
+        assert receive(alice) == {"type": "history", "messages": []}
+        assert receive(alice)["participants"] == ["alice01"]
+        message = fake_message()
+        alice.send(json.dumps(message))
+        echo = receive(alice)
+        assert echo["type"] == "message"
+        assert (echo["id"], echo["from"]) == (1, "alice01")
+        assert (echo["iv"], echo["ciphertext"]) == (message["iv"], message["ciphertext"])
+        assert isinstance(echo["sentAt"], int)
+
+        with join(peer_url, room, "bob02", token) as bob:
+            assert receive(bob) == {"type": "history", "messages": [echo]}
+            connected = receive(bob)
+            assert (connected["event"], connected["participants"]) == (
+                "connected",
+                ["alice01", "bob02"],
+            )
+            assert receive(alice)["event"] == "joined"
+            bob.send(json.dumps(fake_message()))
+            assert receive(bob)["id"] == receive(alice)["id"] == 2
+        assert receive(alice)["event"] == "left"
+
+        with join(peer_url, room, "mallory", new_token()) as mallory:
+            with pytest.raises(ConnectionClosed) as closed:
+                mallory.recv(timeout=TIMEOUT_S)
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == 4401
