@@ -37,6 +37,7 @@ from playwright.sync_api import (
     ConsoleMessage,
     Page,
     WebSocket,
+    expect,
     sync_playwright,
 )
 from playwright.sync_api import Error as PlaywrightError
@@ -53,6 +54,9 @@ CHROMIUM_ARGS: Final = [
     "--no-first-run",
 ]
 STEP_MS: Final = 10_000  # the longest any single browser step may take
+# expect() has its own default (5 s); two cores shared with a server and a few
+# browser contexts need the same margin as every other step.
+expect.set_options(timeout=STEP_MS)
 
 # Runs before any script of every page. Violations are reported through a
 # Playwright binding, so that none is lost when a page navigates or reloads.
