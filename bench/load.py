@@ -82,11 +82,13 @@ class Tally:
     expected: int = 0
     errors: int = 0  # error frames from the relay
     dropped: int = 0  # connections the relay closed or lost before we closed them
+    close_codes: dict[int, int] = field(default_factory=dict)  # of those, by the relay's code
     last_delivery_ns: int = 0
     recording: bool = False
 
     def reset(self) -> None:
         self.latencies_ns.clear()
+        self.close_codes.clear()
         self.delivered = self.sent = self.expected = self.errors = self.dropped = 0
         self.last_delivery_ns = 0
 
@@ -117,9 +119,11 @@ class Member(WSListener):
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         now = time.perf_counter_ns()
         if frame.msg_type is not WSMsgType.TEXT:
-            if frame.msg_type is WSMsgType.CLOSE and not self.connected.done():
+            if frame.msg_type is WSMsgType.CLOSE and not self.closing:
                 code = frame.get_close_code().value
-                self.connected.set_exception(ConnectionError(f"closed with {code}"))
+                self.tally.close_codes[code] = self.tally.close_codes.get(code, 0) + 1
+                if not self.connected.done():
+                    self.connected.set_exception(ConnectionError(f"closed with {code}"))
             return
         match DECODER.decode(frame.get_payload_as_bytes()):
             case Message(ciphertext=ciphertext):

@@ -61,6 +61,7 @@ class LoadRun:
     delivered: int
     errors: int
     dropped: int
+    close_codes: dict[int, int]  # of the dropped connections, by the relay's close code
     latency: Latency
     usage: Usage
 

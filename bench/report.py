@@ -103,7 +103,10 @@ def _trouble(run: LoadRun) -> str:
     """Connections the relay dropped and error frames it sent, if any."""
     notes = []
     if run.dropped:
-        notes.append(f"{run.dropped} connections dropped")
+        codes = ", ".join(f"{count} x {code}" for code, count in sorted(run.close_codes.items()))
+        notes.append(
+            f"{run.dropped} connections dropped" + (f" (closed: {codes})" if codes else "")
+        )
     if run.errors:
         notes.append(f"{run.errors} error frames")
     return ", ".join(notes)
@@ -314,12 +317,12 @@ def _join_section(
     ]
     lines += _table(
         ("relay", "joined", "joins/s", "p50 ms", "p99 ms", "max ms", "full history",
-         "server CPU µs/join", "server CPU", "note"),
+         "server CPU µs/join", "server CPU", "generator CPU", "note"),
         ([run.target, f"{run.joined:,}/{run.attempted:,}", _f(run.joins_per_s, 0),
           _f(run.time_to_connected.p50_ms, 1), _f(run.time_to_connected.p99_ms, 1),
           _f(run.time_to_connected.max_ms, 1), f"{run.full_history:,}",
           _f(run.cpu_us_per_join, 0), f"{_f(run.usage.server_cpu_percent, 0)}%",
-          run.failure or ""]
+          f"{_f(run.usage.generator_cpu_percent, 0)}%", run.failure or ""]
          for run in join),
     )  # fmt: skip
     lines += [

@@ -112,7 +112,7 @@ async def load_run(
     return LoadRun(
         scenario, server.target.name, rooms, members, rate_per_member, tally.sent,
         tally.expected, tally.delivered, tally.errors, tally.dropped,
-        Latency.of(tally.latencies_ns), usage,
+        dict(tally.close_codes), Latency.of(tally.latencies_ns), usage,
     )  # fmt: skip
 
 
@@ -145,7 +145,8 @@ async def ping_pong(server: Server, *, duration_s: float, drain_s: float) -> Loa
         await close_all(clients)
     return LoadRun(
         "ping-pong", server.target.name, 1, 2, 0.0, tally.sent, tally.expected,
-        tally.delivered, tally.errors, tally.dropped, Latency.of(tally.latencies_ns), usage,
+        tally.delivered, tally.errors, tally.dropped, dict(tally.close_codes),
+        Latency.of(tally.latencies_ns), usage,
     )  # fmt: skip
 
 
