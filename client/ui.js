@@ -161,3 +161,41 @@ export async function copyText(text, field) {
     return false;
   }
 }
+
+// ----- the page frame ----------------------------------------------------------------
+
+export const TITLE = "securechat";
+
+function root() {
+  return document.getElementById("app");
+}
+
+/** Name the page's current view (body[data-state]) for styles and tests. */
+export function setState(state) {
+  document.body.dataset.state = state;
+}
+
+export function inviteLink(roomId, secret) {
+  return `${location.origin}/room/${roomId}#${secret}`;
+}
+
+/** A full-page explanation instead of a broken page. */
+export function showProblem(title, paragraphs, actions = []) {
+  setState("problem");
+  document.title = `${title} · ${TITLE}`;
+  replace(
+    root(),
+    h(
+      "section",
+      { class: "card problem", "aria-labelledby": "problem-title" },
+      h("h1", { id: "problem-title", tabindex: "-1" }, title),
+      paragraphs.map((text) => h("p", {}, text)),
+      actions.length ? h("div", { class: "actions" }, actions) : null,
+    ),
+  );
+  root().querySelector("h1").focus();
+}
+
+export function newChatLink() {
+  return h("a", { class: "button primary", href: "/new_chat" }, "Start a new chat");
+}

@@ -1,0 +1,597 @@
+// The room page: the message list, the people, the menu and the composer.
+//
+// A Room owns one RoomConnection and is the only writer of what the page shows.
+// Server envelopes are handled strictly in order (decryption is asynchronous),
+// and our own messages are sealed strictly in order.
+
+import { MAX_NAME, MAX_TEXT, newMid, openMessage, sealMessage } from "/crypto.js";
+import { RoomConnection } from "/protocol.js";
+import { forgetRoom, saveRoom } from "/store.js";
+import {
+  TITLE,
+  colourClass,
+  confirmDialog,
+  copyText,
+  formatDateTime,
+  formatTime,
+  h,
+  inviteLink,
+  nameDialog,
+  newChatLink,
+  replace,
+  setState,
+  shortId,
+  showProblem,
+} from "/ui.js";
+
+const RESEND_AFTER_MS = 2000; // a rate-limited message is sent again after this
+const MAX_PENDING = 100; // unconfirmed messages; more means the connection is stuck
+
+/** The chat itself: one Room per page. */
+export class Room {
+  constructor(record, { memoryOnly }) {
+    this.record = record;
+    this.roomId = record.roomId;
+    this.clientId = record.clientId;
+    this.memoryOnly = memoryOnly;
+    this.entries = []; // shown messages: confirmed ones by id, then pending in send order
+    this.byMid = new Map();
+    this.seenIds = new Set();
+    this.names = new Map(); // clientId -> display name learned from their messages
+    this.participants = [];
+    this.unread = 0;
+    this.inbox = Promise.resolve(); // server envelopes, handled strictly in order
+    this.outbox = Promise.resolve(); // our messages, sealed strictly in order
+    this.status = { state: "connecting" };
+    this.countdown = null;
+    this.build();
+    this.connection = new RoomConnection({
+      roomId: this.roomId,
+      clientId: this.clientId,
+      token: record.token,
+      onEnvelope: (envelope) => {
+        this.inbox = this.inbox.then(() => this.handle(envelope)).catch((error) => this.notify(`Something went wrong: ${error.message}`));
+      },
+      onStatus: (status) => this.setStatus(status),
+    });
+    document.addEventListener("visibilitychange", () => {
+      if (!document.hidden) {
+        this.unread = 0;
+        this.updateTitle();
+        this.connection.reconnectNow();
+      }
+    });
+    this.connection.start();
+  }
+
+  // ----- building the page ---------------------------------------------------------
+
+  build() {
+    setState("room");
+    this.statusText = h("span", { class: "status-text" }, "Connecting…");
+    this.statusDetail = h("span", { class: "status-detail" });
+    this.statusAction = h("span", { class: "status-action" });
+    this.statusLine = h(
+      "p",
+      { class: "status", "data-state": "connecting" },
+      h("span", { class: "status-dot", "aria-hidden": "true" }),
+      h("span", { role: "status" }, this.statusText),
+      " ",
+      this.statusDetail,
+      this.statusAction,
+    );
+    this.peopleCount = h("span", { class: "count" }, "0");
+    this.peopleList = h("ul", { class: "people-list" });
+    this.people = h(
+      "details",
+      { class: "people" },
+      h(
+        "summary",
+        { "aria-label": "People in this room" },
+        h("span", { class: "people-icon", "aria-hidden": "true" }, "●"),
+        " ",
+        this.peopleCount,
+        h("span", { class: "wide-only" }, " here"),
+      ),
+      h("div", { class: "popover" }, h("h2", {}, "In this room now"), this.peopleList),
+    );
+    const copyItem = this.record.secret
+      ? h("button", { type: "button", class: "menu-item", onclick: () => this.copyInvite() }, "Copy invite link")
+      : null;
+    this.menu = h(
+      "details",
+      { class: "menu" },
+      h("summary", {}, "Menu"),
+      h(
+        "div",
+        { class: "popover menu-items" },
+        copyItem,
+        h("button", { type: "button", class: "menu-item", onclick: () => this.changeName() }, "Your name…"),
+        h("button", { type: "button", class: "menu-item", onclick: () => this.clearHistory() }, "Clear history…"),
+        h("button", { type: "button", class: "menu-item danger", onclick: () => this.forget() }, "Forget this room…"),
+        h("a", { class: "menu-item", href: "/new_chat" }, "New room"),
+      ),
+    );
+    for (const details of [this.people, this.menu]) {
+      details.addEventListener("keydown", (event) => {
+        if (event.key === "Escape" && details.open) {
+          details.open = false;
+          details.querySelector("summary").focus();
+        }
+      });
+    }
+    this.notice = h("p", { class: "notice", role: "status" });
+    this.notice.hidden = true;
+    this.list = h("ol", { class: "messages", "aria-label": "Messages" });
+    this.empty = h(
+      "li",
+      { class: "empty" },
+      "No messages yet. Everything you write here is encrypted in this page; the server only relays and briefly keeps the encrypted text.",
+    );
+    this.list.append(this.empty);
+    this.scroller = h("div", { class: "scroller", tabindex: "0", "aria-label": "Conversation" }, this.list);
+    this.input = h("textarea", {
+      id: "composer-text",
+      rows: "1",
+      maxlength: MAX_TEXT,
+      placeholder: "Write a message",
+      "aria-describedby": "composer-help",
+      autocomplete: "off",
+      oninput: () => this.updateCounter(),
+      onkeydown: (event) => {
+        // Enter sends; Shift+Enter (and Enter while composing with an IME) is a new line.
+        if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+          event.preventDefault();
+          this.sendFromComposer();
+        }
+      },
+    });
+    this.counter = h("span", { class: "counter" });
+    this.sendButton = h("button", { type: "button", class: "button primary send", onclick: () => this.sendFromComposer() }, "Send");
+    this.announcer = h("div", { class: "sr-only", "aria-live": "polite", "aria-atomic": "false" });
+    replace(
+      document.getElementById("app"),
+      h(
+        "div",
+        { class: "room" },
+        h(
+          "header",
+          { class: "room-header" },
+          h(
+            "div",
+            { class: "room-title" },
+            h("h1", {}, "Room ", h("span", { class: "cid room-id", title: `Room id ${this.roomId}` }, shortId(this.roomId))),
+            this.statusLine,
+          ),
+          this.people,
+          this.menu,
+        ),
+        this.notice,
+        this.scroller,
+        h(
+          "div",
+          { class: "composer" },
+          h("label", { for: "composer-text", class: "sr-only" }, "Message"),
+          h("div", { class: "composer-row" }, this.input, this.sendButton),
+          h(
+            "p",
+            { id: "composer-help", class: "composer-help" },
+            h("span", {}, "Enter sends, Shift+Enter adds a line."),
+            this.counter,
+          ),
+        ),
+        this.announcer,
+      ),
+    );
+    this.updateCounter();
+    this.updateTitle();
+    if (this.memoryOnly) {
+      this.notify(
+        "This browser refused to store the room's key (a private window?). It is kept in this tab only: closing or reloading the tab forgets it, and you will need the invite link again.",
+        true,
+      );
+    }
+    this.input.focus();
+  }
+
+  // ----- connection state ----------------------------------------------------------
+
+  setStatus(status) {
+    this.status = status;
+    clearInterval(this.countdown);
+    this.statusLine.dataset.state = status.state;
+    replace(this.statusAction);
+    this.statusDetail.textContent = "";
+    switch (status.state) {
+      case "connecting":
+        this.statusText.textContent = "Connecting…";
+        break;
+      case "open":
+        // Pending messages go out once the history is read (handleHistory).
+        this.statusText.textContent = "Connected, end-to-end encrypted";
+        break;
+      case "waiting": {
+        this.statusText.textContent = status.text ? `Disconnected. ${status.text}` : "Disconnected.";
+        const tick = () => {
+          const seconds = Math.max(0, Math.ceil((status.retryAt - Date.now()) / 1000));
+          this.statusDetail.textContent = `Trying again in ${seconds} s.`;
+        };
+        tick();
+        this.countdown = setInterval(tick, 1000);
+        this.statusAction.append(this.actionButton("Reconnect now", () => this.connection.reconnectNow()));
+        break;
+      }
+      case "stopped":
+        this.statusText.textContent = status.text;
+        if (status.fatal) {
+          this.statusAction.append(this.actionButton("Forget this room", () => this.forget()));
+          this.input.disabled = true;
+          this.sendButton.disabled = true;
+        } else {
+          this.statusAction.append(this.actionButton("Reconnect", () => this.connection.reconnectNow({ manual: true })));
+        }
+        break;
+    }
+    document.body.dataset.connection = status.state;
+    if (status.code) document.body.dataset.closeCode = String(status.code);
+  }
+
+  actionButton(label, onclick) {
+    return h("button", { type: "button", class: "link-button", onclick }, label);
+  }
+
+  /** A quiet note under the header (errors from the server, storage problems). */
+  notify(text, sticky = false) {
+    clearTimeout(this.noticeTimer);
+    this.notice.textContent = text;
+    this.notice.hidden = false;
+    if (!sticky) {
+      this.noticeTimer = setTimeout(() => {
+        this.notice.hidden = true;
+      }, 8000);
+    }
+  }
+
+  // ----- server envelopes ----------------------------------------------------------
+
+  async handle(envelope) {
+    switch (envelope.type) {
+      case "history":
+        await this.handleHistory(envelope.messages);
+        break;
+      case "message":
+        await this.handleMessage(envelope, true);
+        break;
+      case "system":
+        this.handleSystem(envelope);
+        break;
+      case "history_cleared":
+        this.removeConfirmed(() => true);
+        break;
+      case "error":
+        this.handleError(envelope);
+        break;
+    }
+  }
+
+  async handleHistory(messages) {
+    const ordered = [...messages].sort((a, b) => a.id - b.id);
+    // The history is what the server has now. What we show from its range but it
+    // no longer has was cleared while we were away; an empty history means all was.
+    const ids = new Set(ordered.map((m) => m.id));
+    const oldest = ordered.length ? ordered[0].id : -Infinity;
+    this.removeConfirmed((entry) => entry.id >= oldest && !ids.has(entry.id));
+    for (const message of ordered) await this.handleMessage(message, false);
+    this.scrollToEnd(true);
+    this.flushPending();
+  }
+
+  async handleMessage(envelope, live) {
+    if (this.seenIds.has(envelope.id)) return; // a replay of what we already show
+    this.seenIds.add(envelope.id);
+    const plain = await openMessage(this.record.key, this.roomId, envelope.from, envelope.iv, envelope.ciphertext);
+    const mine = envelope.from === this.clientId;
+    if (!plain) {
+      this.insert({ id: envelope.id, from: envelope.from, sentAt: envelope.sentAt, mine, unreadable: true });
+      return;
+    }
+    if (plain.name) this.names.set(envelope.from, plain.name);
+    const known = this.byMid.get(plain.mid);
+    if (known) {
+      if (known.pending && mine) {
+        // Our own message came back: the server has it, and this is its place.
+        known.pending = false;
+        known.id = envelope.id;
+        known.sentAt = envelope.sentAt;
+        this.entries.splice(this.entries.indexOf(known), 1);
+        this.place(known);
+        this.renderMark(known);
+      }
+      return; // a mid shown once, whatever the server replays
+    }
+    const entry = { id: envelope.id, from: envelope.from, sentAt: envelope.sentAt, mine, ...plain };
+    this.insert(entry);
+    if (live && !mine) {
+      this.announcer.textContent = `${this.displayName(envelope.from)}: ${plain.text}`;
+      if (document.hidden) {
+        this.unread += 1;
+        this.updateTitle();
+      }
+    }
+  }
+
+  handleSystem(envelope) {
+    this.participants = [...new Set(envelope.participants)];
+    this.renderPeople();
+    const who = envelope.clientId === this.clientId ? "You" : this.displayName(envelope.clientId);
+    switch (envelope.event) {
+      case "joined":
+        this.systemLine(`${who} joined`);
+        break;
+      case "left":
+        this.systemLine(`${who} left`);
+        break;
+      case "cleared":
+        this.systemLine(`${who} cleared the history`);
+        break;
+    }
+  }
+
+  handleError(envelope) {
+    if (envelope.code === "rate_limited") {
+      this.notify("Slow down a little: the server asked this page to send less often. Waiting messages will be sent again.");
+      clearTimeout(this.resendTimer);
+      this.resendTimer = setTimeout(() => this.flushPending(), RESEND_AFTER_MS);
+      return;
+    }
+    const reason = typeof envelope.message === "string" ? envelope.message : envelope.code;
+    this.notify(`The server refused something this page sent: ${reason}.`);
+  }
+
+  // ----- the message list ----------------------------------------------------------
+
+  insert(entry) {
+    if (entry.mid) this.byMid.set(entry.mid, entry);
+    entry.el = this.renderMessage(entry);
+    this.place(entry);
+    this.empty.remove();
+    if (entry.mine || this.nearEnd()) this.scrollToEnd(entry.mine);
+  }
+
+  /** Put an entry in order: confirmed by server id, pending ones last. */
+  place(entry) {
+    let index = this.entries.length;
+    if (!entry.pending) {
+      index = this.entries.findIndex((other) => other.pending || other.id > entry.id);
+      if (index < 0) index = this.entries.length;
+    }
+    const after = this.entries[index];
+    this.entries.splice(index, 0, entry);
+    // A system line stays where it was written, so confirmed messages go before
+    // the next entry's element rather than at the very end.
+    if (after) this.list.insertBefore(entry.el, after.el);
+    else this.list.append(entry.el);
+  }
+
+  removeConfirmed(predicate) {
+    const removed = this.entries.filter((entry) => !entry.pending && predicate(entry));
+    if (!removed.length) return;
+    for (const entry of removed) {
+      entry.el.remove();
+      this.entries.splice(this.entries.indexOf(entry), 1);
+      this.seenIds.delete(entry.id);
+    }
+    // System lines about a history that is gone are noise too.
+    if (!this.entries.length) {
+      for (const line of this.list.querySelectorAll(".system")) line.remove();
+      this.list.append(this.empty);
+    }
+  }
+
+  renderMessage(entry) {
+    const classes = ["message", entry.mine ? "mine" : "theirs", colourClass(entry.from)];
+    if (entry.unreadable) classes.push("unreadable");
+    const el = h("li", { class: classes.join(" "), "data-from": entry.from });
+    const time = h("time", { datetime: new Date(entry.sentAt).toISOString(), title: formatDateTime(entry.sentAt) }, formatTime(entry.sentAt));
+    // A name (it travels encrypted) with the short id beside it; without a name,
+    // the short id alone, in the sender's colour.
+    const name = entry.mine ? "You" : entry.name || this.names.get(entry.from);
+    const withId = name && !entry.mine;
+    const meta = h(
+      "p",
+      { class: "meta" },
+      h("span", { class: "sender" }, name || shortId(entry.from)),
+      " ",
+      withId ? h("span", { class: "cid", title: `Sender id ${entry.from}` }, shortId(entry.from)) : null,
+      withId ? " " : null,
+      time,
+    );
+    if (entry.unreadable) {
+      el.append(
+        meta,
+        h("p", { class: "text" }, "This message could not be decrypted. It was sent with another key, or changed on the way."),
+      );
+    } else {
+      el.dataset.mid = entry.mid;
+      el.append(meta, h("p", { class: "text" }, entry.text));
+    }
+    if (entry.mine) {
+      entry.markEl = h("span", { class: "mark" });
+      meta.append(" ", entry.markEl);
+      this.renderMark(entry, el);
+    }
+    return el;
+  }
+
+  renderMark(entry, el = entry.el) {
+    if (!entry.markEl) return;
+    el.classList.toggle("pending", Boolean(entry.pending));
+    entry.markEl.textContent = entry.pending ? "Sending…" : "Sent";
+    if (!entry.pending) {
+      const time = el.querySelector("time");
+      time.dateTime = new Date(entry.sentAt).toISOString();
+      time.title = formatDateTime(entry.sentAt);
+      time.textContent = formatTime(entry.sentAt);
+    }
+  }
+
+  displayName(clientId) {
+    const name = this.names.get(clientId);
+    return name ? `${name} (${shortId(clientId)})` : shortId(clientId);
+  }
+
+  systemLine(text) {
+    const now = Date.now();
+    const line = h("li", { class: "system" }, text, " · ", h("time", { datetime: new Date(now).toISOString() }, formatTime(now)));
+    // Before any pending messages, which are still on their way.
+    const firstPending = this.entries.find((entry) => entry.pending);
+    if (firstPending) this.list.insertBefore(line, firstPending.el);
+    else this.list.append(line);
+    this.empty.remove();
+    if (this.nearEnd()) this.scrollToEnd(false);
+  }
+
+  renderPeople() {
+    this.peopleCount.textContent = String(this.participants.length);
+    this.people.querySelector("summary").setAttribute(
+      "aria-label",
+      `${this.participants.length} ${this.participants.length === 1 ? "person" : "people"} in this room`,
+    );
+    const items = this.participants.map((id) => {
+      const me = id === this.clientId;
+      const name = me ? this.record.name : this.names.get(id);
+      return h(
+        "li",
+        { class: colourClass(id) },
+        h("span", { class: "swatch", "aria-hidden": "true" }),
+        name || (me ? "You" : shortId(id)),
+        name || me ? h("span", { class: "cid" }, ` ${shortId(id)}`) : null,
+        me && name ? h("span", { class: "you" }, " (you)") : null,
+      );
+    });
+    replace(this.peopleList, items);
+  }
+
+  nearEnd() {
+    const s = this.scroller;
+    return s.scrollHeight - s.scrollTop - s.clientHeight < 80;
+  }
+
+  scrollToEnd(force) {
+    if (force || this.nearEnd()) this.scroller.scrollTop = this.scroller.scrollHeight;
+  }
+
+  updateTitle() {
+    document.title = this.unread ? `(${this.unread}) ${TITLE}` : `Chat · ${TITLE}`;
+  }
+
+  updateCounter() {
+    const length = this.input.value.length;
+    this.counter.textContent = `${length} / ${MAX_TEXT}`;
+    this.counter.classList.toggle("near", length > MAX_TEXT * 0.9);
+    // Grow with the text up to a few lines; CSS caps the height.
+    this.input.style.height = "auto";
+    this.input.style.height = `${this.input.scrollHeight}px`;
+  }
+
+  // ----- sending -------------------------------------------------------------------
+
+  sendFromComposer() {
+    const text = this.input.value;
+    if (!text.trim()) return;
+    if (text.length > MAX_TEXT) {
+      this.notify(`A message can have at most ${MAX_TEXT} characters.`);
+      return;
+    }
+    if (this.entries.filter((e) => e.pending).length >= MAX_PENDING) {
+      this.notify("Too many messages are waiting for the connection. Wait until they are sent.");
+      return;
+    }
+    const entry = {
+      id: null,
+      from: this.clientId,
+      sentAt: Date.now(),
+      mine: true,
+      pending: true,
+      text,
+      mid: newMid(),
+      ts: Date.now(),
+      name: this.record.name || null,
+    };
+    this.insert(entry);
+    this.input.value = "";
+    this.updateCounter();
+    this.transmit(entry);
+  }
+
+  /** Seal and send one pending message (again: receivers dedupe by mid). */
+  transmit(entry) {
+    this.outbox = this.outbox
+      .then(async () => {
+        if (!entry.pending || !this.connection.isOpen) return;
+        const sealed = await sealMessage(this.record.key, this.roomId, this.clientId, entry);
+        this.connection.send({ type: "message", iv: sealed.iv, ciphertext: sealed.ciphertext });
+      })
+      .catch((error) => this.notify(`The message could not be encrypted: ${error.message}`));
+  }
+
+  /** Send every message the server has not confirmed yet. */
+  flushPending() {
+    if (!this.connection || !this.connection.isOpen) return;
+    for (const entry of this.entries) if (entry.pending) this.transmit(entry);
+  }
+
+  // ----- room actions --------------------------------------------------------------
+
+  closeMenu() {
+    this.menu.open = false;
+  }
+
+  async copyInvite() {
+    this.closeMenu();
+    const ok = await copyText(inviteLink(this.roomId, this.record.secret), null);
+    this.notify(ok ? "Invite link copied. Share it only with people who should read this room." : "This browser did not allow copying the link.");
+  }
+
+  async changeName() {
+    this.closeMenu();
+    const name = await nameDialog(this.record.name, MAX_NAME);
+    if (name === null) return;
+    if (name) this.record.name = name;
+    else delete this.record.name;
+    const stored = await saveRoom(this.record);
+    this.renderPeople();
+    this.systemLine(name ? `Your messages now show the name “${name}”` : "Your messages now show only your short id");
+    if (!stored) this.notify("Your name is kept in this tab only: this browser refused to store it.");
+  }
+
+  async clearHistory() {
+    this.closeMenu();
+    const ok = await confirmDialog({
+      title: "Clear the history?",
+      text: "This deletes the room's saved messages on the server for everyone in it. It cannot be undone.",
+      confirm: "Clear for everyone",
+      danger: true,
+    });
+    if (!ok) return;
+    if (!this.connection.send({ type: "clear_history" })) {
+      this.notify("Not connected, so the history was not cleared. Try again once connected.");
+    }
+  }
+
+  async forget() {
+    this.closeMenu();
+    const ok = await confirmDialog({
+      title: "Forget this room?",
+      text: "This browser deletes its key for this room and leaves it. The messages stay in the room; to come back you need the invite link again.",
+      confirm: "Forget this room",
+      danger: true,
+    });
+    if (!ok) return;
+    this.connection.stop();
+    await forgetRoom(this.roomId);
+    document.title = TITLE;
+    showProblem("Room forgotten", ["This browser no longer has the key for that room. To return, open the invite link again."], [newChatLink()]);
+    setState("forgotten");
+  }
+}
