@@ -21,7 +21,15 @@ from typing import Final
 
 from bench import report, scenarios
 from bench.records import LoadRun, Results
-from bench.servers import REPO_ROOT, TARGETS, Server, Target, raise_open_files_limit, running
+from bench.servers import (
+    REPO_ROOT,
+    TARGETS,
+    Server,
+    Target,
+    find_py_spy,
+    raise_open_files_limit,
+    running,
+)
 
 SCENARIOS: Final = ("ping-pong", "fan-out", "small-rooms", "idle", "join-storm")
 REFERENCE_RATE: Final = 10.0  # messages/s per member in the 10 x 10 fan-out the targets name
@@ -96,8 +104,13 @@ async def run_scenario(
     settings: Settings,
     results: Results,
     say: Callable[[str], None],
+    profile_dir: Path | None,
 ) -> None:
     duration, drain = settings.duration_s, settings.drain_s
+
+    def svg(label: str, target: Target) -> Path | None:
+        return None if profile_dir is None else profile_dir / f"{label}-{target.name}.svg"
+
     if name == "fan-out":
         stepping = {target.name for target in targets}
         for turn, rate in enumerate(settings.fan_out_rates):
@@ -107,6 +120,7 @@ async def run_scenario(
                 run = await scenarios.load_run(
                     servers[target.name], "fan-out", rooms=10, members=10,
                     rate_per_member=rate, duration_s=duration, drain_s=drain,
+                    profile=svg(f"fan-out-{rate:g}", target),
                 )  # fmt: skip
                 results.load.append(run)
                 say(f"fan-out {rate:g}/s/member {target.name:10} {describe(run)}")
@@ -125,6 +139,7 @@ async def run_scenario(
             run = await scenarios.load_run(
                 server, "small-rooms", rooms=settings.small_rooms, members=2,
                 rate_per_member=settings.small_rooms_rate, duration_s=duration, drain_s=drain,
+                profile=svg("small-rooms", target),
             )  # fmt: skip
             results.load.append(run)
             say(f"small-rooms {target.name:10} {describe(run)}")
@@ -149,7 +164,11 @@ async def run_scenario(
 
 
 async def run_all(
-    chosen: Sequence[str], targets: Sequence[Target], settings: Settings, say: Callable[[str], None]
+    chosen: Sequence[str],
+    targets: Sequence[Target],
+    settings: Settings,
+    say: Callable[[str], None],
+    profile_dir: Path | None,
 ) -> Results:
     results = Results()
     for name in chosen:
@@ -158,7 +177,7 @@ async def run_all(
             servers = {
                 target.name: await stack.enter_async_context(running(target)) for target in targets
             }
-            await run_scenario(name, servers, targets, settings, results, say)
+            await run_scenario(name, servers, targets, settings, results, say, profile_dir)
     return results
 
 
@@ -183,6 +202,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=Path,
         help="where the p99 plot goes (a full run: docs/benchmarks-p99.png; quick: none)",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="py-spy flame graphs of every fan-out step and small-rooms window into DIR "
+        "(py-spy costs CPU: profile runs are for finding hot spots, not for figures)",
+    )
     return parser.parse_args(argv)
 
 
@@ -194,10 +220,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     targets = [target for target in TARGETS if not args.target or target.name in args.target]
     plot = args.plot or (None if args.quick else REPO_ROOT / "docs" / "benchmarks-p99.png")
     open_files = raise_open_files_limit()
+    if args.profile is not None and find_py_spy() is None:
+        print("--profile needs py-spy: pip install py-spy", file=sys.stderr)
+        return 2
     say = Progress()
     say(f"open-files limit {open_files}; scenarios: {', '.join(chosen)}")
     started = time.time()
-    results = asyncio.run(run_all(chosen, targets, settings, say))
+    results = asyncio.run(run_all(chosen, targets, settings, say, args.profile))
     markdown, data = report.build(results, asdict(settings), started, sys.argv)
     print(markdown)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))

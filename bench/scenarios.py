@@ -11,12 +11,13 @@ import resource
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 from bench.load import Member, Tally, close_all, connect, connect_all, send_paced, wait_drained
 from bench.load import ws_url as member_url
 from bench.records import IdleRun, JoinRun, Latency, LoadRun, Usage
-from bench.servers import Server
+from bench.servers import Server, profiled
 
 CONNECT_CONCURRENCY: Final = 64  # handshakes in flight while setting up; under the listen backlog
 SETTLE_S: Final = 0.3  # after setup, for `joined` broadcasts to finish before the window
@@ -95,17 +96,22 @@ async def load_run(
     rate_per_member: float,
     duration_s: float,
     drain_s: float,
+    profile: Path | None = None,
 ) -> LoadRun:
-    """Every member sends ``rate_per_member`` messages/s for ``duration_s``, open loop."""
+    """Every member sends ``rate_per_member`` messages/s for ``duration_s``, open loop.
+
+    With ``profile``, py-spy samples the server during the window into that SVG.
+    """
     clients = await _open_rooms(server, _room_prefix(scenario), rooms, members)
     tally = clients[0].tally
     try:
         tally.recording = True
         window = Window(server)
-        window.open()
-        await send_paced(clients, rate_per_member, duration_s)
-        await wait_drained(tally, drain_s)
-        usage = window.close()
+        async with profiled(server, profile, duration_s):
+            window.open()
+            await send_paced(clients, rate_per_member, duration_s)
+            await wait_drained(tally, drain_s)
+            usage = window.close()
         tally.recording = False
     finally:
         await close_all(clients)

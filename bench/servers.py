@@ -10,6 +10,7 @@ import contextlib
 import os
 import re
 import resource
+import shutil
 import sys
 import tempfile
 from collections import deque
@@ -154,3 +155,36 @@ async def _wait_serving(target: Target, process: asyncio.subprocess.Process) -> 
                 raise RuntimeError(f"{target.name} exited before serving:\n{seen.decode()}")
             seen += line
     return Server(target, match.group(1).decode(), process)
+
+
+def find_py_spy() -> str | None:
+    """py-spy from this interpreter's environment or PATH, if installed."""
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+@contextlib.asynccontextmanager
+async def profiled(server: Server, svg: Path | None, duration_s: float) -> AsyncIterator[None]:
+    """Sample the server with py-spy for ``duration_s`` into a flame graph at ``svg``.
+
+    With ``svg`` None this does nothing. py-spy takes CPU of its own: figures of a
+    profiled run are for finding hot spots, not for the report.
+    """
+    py_spy = find_py_spy()
+    if svg is None or py_spy is None:
+        yield
+        return
+    svg.parent.mkdir(parents=True, exist_ok=True)
+    process = await asyncio.create_subprocess_exec(
+        py_spy, "record", "--pid", str(server.pid), "--duration", str(max(1, round(duration_s))),
+        "--rate", "200", "--nonblocking", "--format", "flamegraph", "--output", str(svg),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        yield
+        async with asyncio.timeout(duration_s + STOP_TIMEOUT_S):
+            await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
