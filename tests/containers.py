@@ -207,44 +207,50 @@ def _bootstrap(
 def build_bases(podman: Podman, workdir: Path, tag: str) -> Bases:
     """Make both bases: the two root filesystems are bootstrapped side by side.
 
-    Resource handling: the tarballs are deleted once imported; the caller removes
-    the images (``Podman.remove_images``).
+    Resource handling: the tarballs are always deleted; on failure the images
+    made so far are removed, on success the caller removes them
+    (``Podman.remove_images``).
     """
-    python_tar, tor_tar = workdir / "python.tar", workdir / "tor.tar"
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        jobs = [
-            pool.submit(_bootstrap, _PYTHON_PACKAGES, python_tar),
-            pool.submit(_bootstrap, _TOR_PACKAGES, tor_tar),
-        ]
-        for job in jobs:
-            try:
-                job.result()
-            except subprocess.CalledProcessError as exc:
-                pytest.fail(f"mmdebstrap failed:\n{exc.stderr.decode()[-4000:]}", pytrace=False)
-
     bases = Bases(
         python=f"localhost/securechat-test-python:{tag}", tor=f"localhost/securechat-test-tor:{tag}"
     )
     plain_python = f"localhost/securechat-test-python-plain:{tag}"
-    podman.run("import", "--quiet", str(python_tar), plain_python, timeout=BUILD_TIMEOUT)
-    podman.run("import", "--quiet", str(tor_tar), bases.tor, timeout=BUILD_TIMEOUT)
-    python_tar.unlink()
-    tor_tar.unlink()
+    python_tar, tor_tar = workdir / "python.tar", workdir / "tor.tar"
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            jobs = [
+                pool.submit(_bootstrap, _PYTHON_PACKAGES, python_tar),
+                pool.submit(_bootstrap, _TOR_PACKAGES, tor_tar),
+            ]
+            for job in jobs:
+                try:
+                    job.result()
+                except subprocess.CalledProcessError as exc:
+                    pytest.fail(f"mmdebstrap failed:\n{exc.stderr.decode()[-4000:]}", pytrace=False)
+        podman.run("import", "--quiet", str(python_tar), plain_python, timeout=BUILD_TIMEOUT)
+        podman.run("import", "--quiet", str(tor_tar), bases.tor, timeout=BUILD_TIMEOUT)
 
-    # The Python base as a registry image would be, plus the proxy's CA for pip.
-    context = workdir / "python-base"
-    context.mkdir()
-    lines = [f"FROM {plain_python}"]
-    ca_bundle = _host_ca_bundle()
-    if ca_bundle is not None:
-        shutil.copyfile(ca_bundle, context / "host-ca.crt")
-        lines += [
-            "COPY host-ca.crt /etc/ssl/certs/host-ca.crt",
-            "ENV PIP_CERT=/etc/ssl/certs/host-ca.crt",
-        ]
-    (context / "Containerfile").write_text("\n".join(lines) + "\n")
-    podman.build(context, bases.python)
-    podman.remove_images(plain_python)  # untags it; the layers stay under bases.python
+        # The Python base as a registry image would be, plus the proxy's CA for pip.
+        context = workdir / "python-base"
+        context.mkdir()
+        lines = [f"FROM {plain_python}"]
+        ca_bundle = _host_ca_bundle()
+        if ca_bundle is not None:
+            shutil.copyfile(ca_bundle, context / "host-ca.crt")
+            lines += [
+                "COPY host-ca.crt /etc/ssl/certs/host-ca.crt",
+                "ENV PIP_CERT=/etc/ssl/certs/host-ca.crt",
+            ]
+        (context / "Containerfile").write_text("\n".join(lines) + "\n")
+        podman.build(context, bases.python)
+    except BaseException:
+        podman.run("rmi", "--force", "--ignore", bases.python, bases.tor, check=False)
+        raise
+    finally:
+        python_tar.unlink(missing_ok=True)
+        tor_tar.unlink(missing_ok=True)
+        # Untags it; its layers stay under bases.python while that exists.
+        podman.run("rmi", "--force", "--ignore", plain_python, check=False)
     return bases
 
 

@@ -14,8 +14,9 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, final
 
 import pytest
 import trio
@@ -198,7 +199,9 @@ def test_image_runs_hardened_and_keeps_history_on_its_volume(
         relayed = trio.run(exchange_message, port, room, token)
 
         # A new container on the same volume has the history.
+        # SIGTERM stops it cleanly (it is PID 1 in the container).
         podman.run("stop", "--time", "10", first)
+        assert podman.output("inspect", "--format", "{{.State.ExitCode}}", first) == "0"
         podman.run("rm", first)
         port = free_port()
         start_relay(podman, relay_image, second, volume, port)
@@ -214,11 +217,15 @@ def test_image_runs_hardened_and_keeps_history_on_its_volume(
 # ----- 2. compose with the onion service -------------------------------------------------
 
 
+@final
+@dataclass(frozen=True, slots=True)
 class Compose:
     """podman-compose on deploy/compose.yaml under a project name of its own."""
 
-    def __init__(self, podman: Podman, program: str, project: str, env: dict[str, str]) -> None:
-        self.podman, self.program, self.project, self.env = podman, program, project, env
+    podman: Podman
+    program: str
+    project: str
+    env: dict[str, str]
 
     def __call__(
         self, *args: str, check: bool = True, timeout: float = COMMAND_TIMEOUT
