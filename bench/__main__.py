@@ -52,7 +52,7 @@ class Settings:
     def full(cls, duration_s: float) -> "Settings":
         return cls(
             duration_s=duration_s,
-            fan_out_rates=(2, 5, 10, 15, 20, 30, 40, 60),
+            fan_out_rates=(2, 5, 7.5, 10, 15, 20, 30, 40, 60),
             small_rooms=1000,
             small_rooms_rate=1.0,
             idle_counts=(2000, 5000),
