@@ -112,16 +112,15 @@ def _trouble(run: LoadRun) -> str:
     return ", ".join(notes)
 
 
-def _ratio_lines(what: str, values: dict[str, float], lower_is_better: bool = True) -> list[str]:
+def _ratio_lines(what: str, values: dict[str, float], higher_is_better: bool = False) -> list[str]:
     """securechat/peer and durable/ephemeral of one figure, when both sides ran."""
     lines = []
     pairs = ((DURABLE.name, PEER.name), (EPHEMERAL.name, PEER.name), (DURABLE.name, EPHEMERAL.name))
     for top, bottom in pairs:
         if top in values and bottom in values:
             value = ratio(values[top], values[bottom])
-            lines.append(f"- {what}, {top} / {bottom}: **{_f(value, 2)}**")
-    if lines and not lower_is_better:
-        lines.append("  (higher is better)")
+            better = " (higher is better)" if higher_is_better else ""
+            lines.append(f"- {what}, {top} / {bottom}: **{_f(value, 2)}**{better}")
     return lines
 
 
@@ -248,6 +247,7 @@ def _fan_out_section(
         ),
     )  # fmt: skip
     lines.append("")
+    top_rate = max(run.rate_per_member for run in fan)
     for target in dict.fromkeys(run.target for run in fan):
         best = _highest_sustained(fan, target)
         held = (
@@ -256,6 +256,8 @@ def _fan_out_section(
             if best
             else "none"
         )
+        if best and best.rate_per_member == top_rate:
+            held += " (the last step run: its limit is higher)"
         lines.append(f"- highest sustained step, {target}: {held}")
     reference = [run for run in fan if run.rate_per_member == REFERENCE_RATE]
     if reference:
@@ -272,7 +274,7 @@ def _fan_out_section(
         for target in dict.fromkeys(run.target for run in fan)
         if (best := _highest_sustained(fan, target)) is not None
     }
-    lines += _ratio_lines("highest sustained deliveries/s", peaks, lower_is_better=False)
+    lines += _ratio_lines("highest sustained deliveries/s", peaks, higher_is_better=True)
     lines.append("")
     return lines
 
