@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from picows import WSError
+
 from bench.load import Member, Tally, close_all, connect, connect_all, send_paced, wait_drained
 from bench.load import ws_url as member_url
 from bench.records import IdleRun, JoinRun, Latency, LoadRun, Usage
@@ -189,7 +191,11 @@ async def idle_connections(server: Server, counts: Sequence[int]) -> list[IdleRu
                     failure = f"{len(failures)} connections failed: {failures[0]!r}"
             connect_s = time.perf_counter() - started
             await asyncio.sleep(IDLE_SETTLE_S)
-            live = sum(1 for member in held if member.connected.done())
+            live = sum(
+                1
+                for member in held
+                if member.transport is not None and not member.transport.is_disconnected
+            )
             runs.append(
                 IdleRun(
                     server.target.name,
@@ -238,7 +244,7 @@ async def join_storm(
         try:
             url = member_url(server.base_url, f"{prefix}{k % rooms}", f"j{member.index:07d}")
             connected = await connect(url, member)
-        except (OSError, ConnectionError, TimeoutError) as error:
+        except (OSError, TimeoutError, WSError) as error:  # refused, closed, timed out
             failures.append(error)
             return
         finally:
