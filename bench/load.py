@@ -83,14 +83,7 @@ class Tally:
     errors: int = 0  # error frames from the relay
     dropped: int = 0  # connections the relay closed or lost before we closed them
     close_codes: dict[int, int] = field(default_factory=dict)  # of those, by the relay's code
-    last_delivery_ns: int = 0
-    recording: bool = False
-
-    def reset(self) -> None:
-        self.latencies_ns.clear()
-        self.close_codes.clear()
-        self.delivered = self.sent = self.expected = self.errors = self.dropped = 0
-        self.last_delivery_ns = 0
+    recording: bool = False  # messages that arrive while False are not counted
 
 
 class Member(WSListener):
@@ -133,7 +126,6 @@ class Member(WSListener):
                 sender, _, sent_ns = read_head(ciphertext)
                 tally.delivered += 1
                 tally.latencies_ns.append(now - sent_ns)
-                tally.last_delivery_ns = now
                 if self.on_delivery is not None:
                     self.on_delivery(sender)
             case History(messages=messages):

@@ -16,8 +16,16 @@ from typing import Final
 
 from picows import WSError
 
-from bench.load import Member, Tally, close_all, connect, connect_all, send_paced, wait_drained
-from bench.load import ws_url as member_url
+from bench.load import (
+    Member,
+    Tally,
+    close_all,
+    connect,
+    connect_all,
+    send_paced,
+    wait_drained,
+    ws_url,
+)
 from bench.records import IdleRun, JoinRun, Latency, LoadRun, Usage
 from bench.servers import Server, profiled
 
@@ -242,7 +250,7 @@ async def join_storm(
         member = Member(0, next(_indices), tally)
         started = time.perf_counter_ns()
         try:
-            url = member_url(server.base_url, f"{prefix}{k % rooms}", f"j{member.index:07d}")
+            url = ws_url(server.base_url, f"{prefix}{k % rooms}", f"j{member.index:07d}")
             connected = await connect(url, member)
         except (OSError, TimeoutError, WSError) as error:  # refused, closed, timed out
             failures.append(error)
