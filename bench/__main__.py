@@ -200,7 +200,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--plot",
         type=Path,
-        help="where the p99 plot goes (a full run: docs/benchmarks-p99.png; quick: none)",
+        help="where the p99 plot goes (default: docs/benchmarks-p99.png for a run that is "
+        "neither --quick nor limited by --target; else none)",
     )
     parser.add_argument(
         "--profile",
@@ -218,7 +219,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings.quick(duration) if args.quick else Settings.full(duration)
     chosen = args.scenario or list(SCENARIOS)
     targets = [target for target in TARGETS if not args.target or target.name in args.target]
-    plot = args.plot or (None if args.quick else REPO_ROOT / "docs" / "benchmarks-p99.png")
+    # Only a full run with every relay replaces the documented plot by default.
+    whole = not args.quick and not args.target
+    plot = args.plot or (REPO_ROOT / "docs" / "benchmarks-p99.png" if whole else None)
     open_files = raise_open_files_limit()
     if args.profile is not None and find_py_spy() is None:
         print("--profile needs py-spy: pip install py-spy", file=sys.stderr)
