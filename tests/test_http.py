@@ -195,6 +195,21 @@ async def test_allowed_origin_option(nursery: trio.Nursery, tmp_path: object) ->
         await proxy.stop()
 
 
+async def raw_upgrade(stream: trio.SocketStream, port: int, extra: str = "") -> tuple[bytes, bytes]:
+    """Send a WebSocket upgrade by hand; return the response head and what followed it."""
+    await stream.send_all(
+        f"GET /ws/room?client=abcd HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Upgrade: websocket\r\nConnection: Upgrade\r\n{extra}"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    raw = b""
+    while b"\r\n\r\n" not in raw:
+        raw += await stream.receive_some(4096)
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    return head, rest
+
+
 async def test_pings_are_sent_when_configured(nursery: trio.Nursery, tmp_path: object) -> None:
     from pathlib import Path
 
@@ -207,17 +222,8 @@ async def test_pings_are_sent_when_configured(nursery: trio.Nursery, tmp_path: o
         with trio.fail_after(5):
             stream = await trio.open_tcp_stream("127.0.0.1", pinging.port)
             async with stream:
-                await stream.send_all(
-                    f"GET /ws/room?client=abcd HTTP/1.1\r\nHost: 127.0.0.1:{pinging.port}\r\n"
-                    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                    "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-                )
-                raw = b""
-                while b"\r\n\r\n" not in raw:
-                    raw += await stream.receive_some(4096)
-                assert raw.startswith(b"HTTP/1.1 101")
-                rest = raw.partition(b"\r\n\r\n")[2]
+                head, rest = await raw_upgrade(stream, pinging.port)
+                assert head.startswith(b"HTTP/1.1 101")
                 while not rest:
                     rest = await stream.receive_some(4096)
                 assert rest[0] == 0x89  # FIN + ping
@@ -227,19 +233,10 @@ async def test_pings_are_sent_when_configured(nursery: trio.Nursery, tmp_path: o
 
 async def test_compression_is_declined(server: ServerHandle) -> None:
     # Browsers always offer permessage-deflate; ciphertext does not compress.
+    offer = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
     with trio.fail_after(5):
         stream = await trio.open_tcp_stream("127.0.0.1", server.port)
         async with stream:
-            await stream.send_all(
-                f"GET /ws/room?client=abcd HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
-                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
-                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-            )
-            raw = b""
-            while b"\r\n\r\n" not in raw:
-                raw += await stream.receive_some(4096)
-    head = raw.partition(b"\r\n\r\n")[0].lower()
-    assert head.startswith(b"http/1.1 101")
-    assert b"sec-websocket-extensions" not in head
+            head, _ = await raw_upgrade(stream, server.port, offer)
+    assert head.lower().startswith(b"http/1.1 101")
+    assert b"sec-websocket-extensions" not in head.lower()
