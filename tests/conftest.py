@@ -11,6 +11,7 @@ How these tests are written:
   by kill in a ``finally``.
 """
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -25,3 +26,13 @@ async def server(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[ServerH
     handle = await start_server(nursery, make_config(tmp_path / "data"))
     yield handle
     await handle.stop()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a client process: its own state dir, the source on the path."""
+    return os.environ | {
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+        "PYTHONUNBUFFERED": "1",
+    }

@@ -49,15 +49,6 @@ def need_browser() -> None:
     pytest.skip(f"SKIPPED BROWSER INTEROP: {problem}")
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return os.environ | {
-        "XDG_STATE_HOME": str(tmp_path / "state"),
-        "PYTHONPATH": str(ROOT),
-        "PYTHONUNBUFFERED": "1",
-    }
-
-
 async def test_browser_and_terminal_share_a_room(server: ServerHandle, env: dict[str, str]) -> None:
     need_browser()
     from playwright.sync_api import expect, sync_playwright

@@ -10,7 +10,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Final, TypeVar
 
-import pytest
 import trio
 
 from securechat.peer.events import ChatMessage, Cleared, Event, Presence
@@ -22,16 +21,6 @@ from tests.harness import ServerHandle, make_config, start_server
 STEP: Final = 10.0  # seconds for one step that starts a Python process
 ROOT: Final = Path(__file__).resolve().parent.parent
 E = TypeVar("E", bound=Event)
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    """The environment of every CLI process: its own state dir, the source on the path."""
-    return os.environ | {
-        "XDG_STATE_HOME": str(tmp_path / "state"),
-        "PYTHONPATH": str(ROOT),
-        "PYTHONUNBUFFERED": "1",
-    }
 
 
 def command(*args: str) -> list[str]:
