@@ -1,4 +1,4 @@
-"""Run the benchmark suite: every scenario against securechat, securechat --ephemeral and the peer.
+"""Run the benchmark suite: every scenario against securechat, --ephemeral and two other relays.
 
 Usage: ``python -m bench [--quick] [--duration S] [--scenario NAME ...]``
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from bench.records import IdleRun, JoinRun, LoadRun, Results
-from bench.servers import DURABLE, EPHEMERAL, PEER, REPO_ROOT, TARGETS
+from bench.servers import DURABLE, EPHEMERAL, PEER, REPO_ROOT, STACK, TARGETS
 
 KIB: Final = 1024
 MIB: Final = 1024 * KIB
@@ -113,9 +113,15 @@ def _trouble(run: LoadRun) -> str:
 
 
 def _ratio_lines(what: str, values: dict[str, float], higher_is_better: bool = False) -> list[str]:
-    """securechat/peer and durable/ephemeral of one figure, when both sides ran."""
+    """securechat/peer, durable/ephemeral and the stack's share of one figure, where both ran."""
     lines = []
-    pairs = ((DURABLE.name, PEER.name), (EPHEMERAL.name, PEER.name), (DURABLE.name, EPHEMERAL.name))
+    pairs = (
+        (DURABLE.name, PEER.name),
+        (EPHEMERAL.name, PEER.name),
+        (DURABLE.name, EPHEMERAL.name),
+        (EPHEMERAL.name, STACK.name),
+        (STACK.name, PEER.name),
+    )
     for top, bottom in pairs:
         if top in values and bottom in values:
             value = ratio(values[top], values[bottom])

@@ -56,7 +56,12 @@ EPHEMERAL: Final = Target(
     "ephemeral", "securechat --ephemeral, history in memory", "securechat", ("--ephemeral",)
 )
 PEER: Final = Target("peer", "bench/peers/websockets_relay.py", "bench.peers.websockets_relay")
-TARGETS: Final = (DURABLE, EPHEMERAL, PEER)
+STACK: Final = Target(
+    "quart-trio",
+    "bench/peers/quart_trio_relay.py, the peer's relay on securechat's stack",
+    "bench.peers.quart_trio_relay",
+)
+TARGETS: Final = (DURABLE, EPHEMERAL, STACK, PEER)
 
 
 def raise_open_files_limit() -> int:

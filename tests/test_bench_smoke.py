@@ -1,4 +1,4 @@
-"""The benchmark suite works: quick mode reports figures, and the peer relay speaks the protocol.
+"""The benchmark suite works: quick mode reports figures; the comparison relays speak the protocol.
 
 No assertion here is about speed: the figures are checked for being there, not for their size.
 """
@@ -35,7 +35,7 @@ def test_quick_ping_pong_reports_every_relay(tmp_path: Path) -> None:
     [report] = tmp_path.glob("*.json")
     data = json.loads(report.read_text())
     runs = {run["target"]: run for run in data["load"]}
-    assert set(runs) == {"securechat", "ephemeral", "peer"}
+    assert set(runs) == {"securechat", "ephemeral", "quart-trio", "peer"}
     for run in runs.values():
         assert run["scenario"] == "ping-pong"
         assert run["delivered"] > 0
@@ -50,10 +50,10 @@ def test_quick_ping_pong_reports_every_relay(tmp_path: Path) -> None:
     assert "| peer |" in result.stdout
 
 
-@pytest.fixture
-def peer_url() -> Iterator[str]:
+@pytest.fixture(params=["websockets_relay", "quart_trio_relay"])
+def peer_url(request: pytest.FixtureRequest) -> Iterator[str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.peers.websockets_relay", "--port", "0"],
+        [sys.executable, "-m", f"bench.peers.{request.param}", "--port", "0"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:

@@ -123,6 +123,34 @@ def parse_message(frame: str | bytes) -> tuple[str, str] | None:
     return message["iv"], message["ciphertext"]
 
 
+def admit(room_id: str, token: bytes | None) -> Room | tuple[int, str]:
+    """The room a hello with ``token`` joins, or the close code and reason refusing it."""
+    if token is None:
+        return 1008, "expected hello"
+    room = rooms.setdefault(room_id, Room())
+    verifier = hashlib.sha256(token).digest()
+    if room.verifier is None:
+        room.verifier = verifier
+    elif not hmac.compare_digest(room.verifier, verifier):
+        return 4401, "wrong token"
+    return room
+
+
+def stamp(room: Room, client_id: str, iv: str, ciphertext: str) -> str:
+    """Number a message, keep it in the room's history, and return its envelope."""
+    envelope = {
+        "type": "message",
+        "id": room.next_id,
+        "from": client_id,
+        "sentAt": int(time.time() * 1000),
+        "iv": iv,
+        "ciphertext": ciphertext,
+    }
+    room.next_id += 1
+    room.history.append(envelope)
+    return json.dumps(envelope)
+
+
 async def relay(websocket: ServerConnection) -> None:
     target = parse_target(websocket.request.path if websocket.request else "")
     if target is None:  # check_path refused it already
@@ -133,15 +161,9 @@ async def relay(websocket: ServerConnection) -> None:
     except TimeoutError:
         await websocket.close(4408, "no hello")
         return
-    if token is None:
-        await websocket.close(1008, "expected hello")
-        return
-    room = rooms.setdefault(room_id, Room())
-    verifier = hashlib.sha256(token).digest()
-    if room.verifier is None:
-        room.verifier = verifier
-    elif not hmac.compare_digest(room.verifier, verifier):
-        await websocket.close(4401, "wrong token")
+    room = admit(room_id, token)
+    if not isinstance(room, Room):
+        await websocket.close(*room)
         return
 
     first_connection = client_id not in room.members.values()
@@ -157,17 +179,7 @@ async def relay(websocket: ServerConnection) -> None:
             if message is None:
                 await websocket.close(1008, "bad frame")
                 return
-            envelope = {
-                "type": "message",
-                "id": room.next_id,
-                "from": client_id,
-                "sentAt": int(time.time() * 1000),
-                "iv": message[0],
-                "ciphertext": message[1],
-            }
-            room.next_id += 1
-            room.history.append(envelope)
-            broadcast(room.members, json.dumps(envelope))
+            broadcast(room.members, stamp(room, client_id, *message))
     except ConnectionClosed:
         pass
     finally:
