@@ -52,6 +52,21 @@ async def test_batches_and_cap(storage: Storage) -> None:
     storage.close()
 
 
+async def test_a_clear_inside_a_batch_drops_only_what_came_before_it(storage: Storage) -> None:
+    await storage.write(ROOM, [SetVerifier(b"v" * 32), Append(message(1), keep=10)], 1)
+    await storage.write(
+        ROOM, [Append(message(2), keep=10), Clear(), Append(message(3), keep=10)], 2
+    )
+    await storage.write(ROOM, [Append(message(4), keep=10), Clear()], 3)
+    record = await storage.load(ROOM)
+    assert record.verifier == b"v" * 32  # later batches leave the verifier alone
+    assert record.history == []
+    assert record.last_id == 4  # ids keep counting up after a clear
+    await storage.write(ROOM, [Append(message(5), keep=10)], 4)
+    assert [m.id for m in (await storage.load(ROOM)).history] == [5]
+    storage.close()
+
+
 async def test_sweep_keeps_active_and_recent_rooms(storage: Storage) -> None:
     await storage.write(ROOM, [SetVerifier(b"v" * 32), Append(message(1), keep=10)], now_ms=1_000)
     await storage.write(OTHER, [SetVerifier(b"w" * 32)], now_ms=1_000)
