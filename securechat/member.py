@@ -1,8 +1,10 @@
 """A member: the room's handle on one connection.
 
-The room writes frames into the member's bounded outbox without ever waiting, and
-evicts the member when the outbox is full. Eviction is synchronous: it records the
-close code and cancels the connection's scope, whose owner then closes the socket.
+The room writes frames into the member's bounded outbox without ever waiting. It
+watches how full the outbox is: a congested member (at ``OUTBOX_HIGH_WATER``) makes
+the room refuse posts until it catches up, and a full outbox evicts the member as a
+last resort. Eviction is synchronous: it records the close code and cancels the
+connection's scope, whose owner then closes the socket.
 """
 
 from typing import final
@@ -10,6 +12,7 @@ from typing import final
 import trio
 
 from securechat.errors import CloseCode
+from securechat.limits import OUTBOX_HIGH_WATER
 from securechat.protocol import ClientId
 
 
@@ -21,16 +24,38 @@ class Member:
     receive side; the room only holds this handle.
     """
 
-    __slots__ = ("_outbox", "cancel_scope", "client_id", "close_code")
+    __slots__ = ("_congested_since", "_outbox", "cancel_scope", "client_id", "close_code")
 
     def __init__(self, client_id: ClientId, outbox: trio.MemorySendChannel[str]) -> None:
         self.client_id = client_id
         self._outbox = outbox
         self.cancel_scope = trio.CancelScope()
         self.close_code: CloseCode | None = None
+        self._congested_since: int | None = None  # ms, on the room's clock
+
+    @property
+    def backlog(self) -> int:
+        """Frames queued for this connection that its pump has not sent yet."""
+        return self._outbox.statistics().current_buffer_used
+
+    def congested_since(self, now_ms: int, queued: int) -> int | None:
+        """When this member's backlog reached ``OUTBOX_HIGH_WATER``, or None if it is below.
+
+        Only the room calls this, with its own clock, each time it decides whether to
+        take a post; ``queued`` counts the frames it has decided to send this member
+        but not delivered yet. The member counts as congested from the first call that
+        finds it at high water until a call finds it below, so a reader that keeps
+        draining is told apart from one that has stopped. An evicted member is never
+        congested: it is on its way out and must not hold the room up.
+        """
+        if self.close_code is not None or self.backlog + queued < OUTBOX_HIGH_WATER:
+            self._congested_since = None
+        elif self._congested_since is None:
+            self._congested_since = now_ms
+        return self._congested_since
 
     def deliver_nowait(self, text: str) -> None:
-        """Queue one frame; a member that cannot take it is evicted as too slow."""
+        """Queue one frame; a member whose outbox is full is evicted as too slow."""
         if self.close_code is not None:
             return
         try:

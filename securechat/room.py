@@ -4,23 +4,25 @@
 state and says what to write to storage and what to send to whom. ``Room`` is the
 actor: the one task that owns a ``RoomRules``, reads commands from its inbox in
 batches, commits the batch's writes in one transaction, and only then delivers.
-Nothing is relayed before it is durable.
+Nothing is relayed before it is durable, and nothing is relayed while a member is
+too far behind to take it: the sender is told to try again instead.
 """
 
 import hmac
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, final
 
 import trio
 
-from securechat.errors import CloseCode
-from securechat.limits import ROOM_GRACE_SECONDS
+from securechat.errors import CloseCode, ErrorCode
+from securechat.limits import ROOM_GRACE_SECONDS, STALL_SECONDS
 from securechat.member import Member
 from securechat.protocol import (
     ClientId,
+    FrameError,
     History,
     HistoryCleared,
     MessageOut,
@@ -28,10 +30,17 @@ from securechat.protocol import (
     System,
     SystemEvent,
     encode,
+    encode_error,
 )
 from securechat.storage import Append, Clear, RoomRecord, SetVerifier, Storage, Write
 
 MAX_BATCH: Final = 128  # commands handled per transaction; bounds one turn's latency
+
+# The answer to a post the room cannot take. It reuses ``rate_limited`` because every
+# client already resends after it; the room sends it straight into the sender's
+# outbox, so it never reaches the connection's abuse count (4429): the sender did
+# nothing wrong.
+ROOM_BUSY: Final = encode_error(FrameError(ErrorCode.RATE_LIMITED, "room busy: frame dropped"))
 
 
 # ----- commands: what connections send to a room -----------------------------------
@@ -77,11 +86,20 @@ class RoomSettings:
 @final
 @dataclass(slots=True)
 class Outcome:
-    """What a batch of commands produced, carried out only after ``writes`` commit."""
+    """What a batch of commands produced, carried out only after ``writes`` commit.
+
+    ``queued`` lets the rules see each outbox as it will be once the batch is
+    delivered, so a large batch cannot overfill it.
+    """
 
     writes: list[Write] = field(default_factory=list)
     deliveries: list[tuple[tuple[Member, ...], str]] = field(default_factory=list)
     evictions: list[tuple[Member, CloseCode]] = field(default_factory=list)
+    queued: Counter[Member] = field(default_factory=Counter)  # frames per member in deliveries
+
+    def deliver(self, recipients: tuple[Member, ...], text: str) -> None:
+        self.deliveries.append((recipients, text))
+        self.queued.update(recipients)
 
     def carry_out(self) -> None:
         for member, code in self.evictions:
@@ -141,13 +159,10 @@ class RoomRules:
         first = member.client_id not in self._counts
         self._counts[member.client_id] = self._counts.get(member.client_id, 0) + 1
         participants = self.participants
-        out.deliveries.append(((member,), encode(History(messages=list(self.history)))))
-        out.deliveries.append(
-            ((member,), encode(System("connected", member.client_id, participants)))
-        )
+        out.deliver((member,), encode(History(messages=list(self.history))))
+        out.deliver((member,), encode(System("connected", member.client_id, participants)))
         if first and others:
-            joined = encode(System("joined", member.client_id, participants))
-            out.deliveries.append((others, joined))
+            out.deliver(others, encode(System("joined", member.client_id, participants)))
 
     def _leave(self, member: Member, out: Outcome) -> None:
         if member not in self.members:
@@ -162,6 +177,14 @@ class RoomRules:
     def _post(self, member: Member, iv: str, ciphertext: str, now_ms: int, out: Outcome) -> None:
         if member not in self.members:
             return
+        congested = self._congested(now_ms, out)
+        if member not in self.members:
+            return  # the sender itself had stopped reading and is closed
+        if congested:
+            # Shed load instead of overfilling outboxes: nothing is stored or relayed,
+            # and the sender resends later.
+            out.deliver((member,), ROOM_BUSY)
+            return
         self.last_id += 1
         message = MessageOut(
             id=self.last_id, sender=member.client_id, sent_at=now_ms, iv=iv, ciphertext=ciphertext
@@ -169,20 +192,38 @@ class RoomRules:
         self.history.append(message)
         out.writes.append(Append(message, keep=self._settings.history_cap))
         # The sender gets its own message back: that is its confirmation.
-        out.deliveries.append((tuple(self.members), encode(message)))
+        out.deliver(tuple(self.members), encode(message))
+
+    def _congested(self, now_ms: int, out: Outcome) -> bool:
+        """Whether a member is too far behind to be sent another message.
+
+        A member congested for longer than ``STALL_SECONDS`` has stopped reading (a
+        frozen tab, a dead network) rather than fallen behind a busy server: it is
+        closed with 4008 here, and leaves at once, so it cannot hold the room up.
+        """
+        congested = False
+        for member in list(self.members):
+            since = member.congested_since(now_ms, out.queued[member])
+            if since is None:
+                continue
+            if now_ms - since > STALL_SECONDS * 1000:
+                out.evictions.append((member, CloseCode.TOO_SLOW))
+                self._leave(member, out)
+            else:
+                congested = True
+        return congested
 
     def _clear(self, member: Member, out: Outcome) -> None:
         if member not in self.members:
             return
         self.history.clear()
         out.writes.append(Clear())
-        out.deliveries.append((tuple(self.members), encode(HistoryCleared(by=member.client_id))))
+        out.deliver(tuple(self.members), encode(HistoryCleared(by=member.client_id)))
         self._broadcast("cleared", member.client_id, out)
 
     def _broadcast(self, event: SystemEvent, client_id: ClientId, out: Outcome) -> None:
         if self.members:
-            text = encode(System(event, client_id, self.participants))
-            out.deliveries.append((tuple(self.members), text))
+            out.deliver(tuple(self.members), encode(System(event, client_id, self.participants)))
 
 
 # ----- the actor ------------------------------------------------------------------

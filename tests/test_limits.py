@@ -7,6 +7,9 @@ from typing import Any
 import pytest
 import trio
 
+import securechat.room
+from securechat.limits import ABUSE_THRESHOLD, STALL_SECONDS
+from securechat.room import now_ms as wall_ms
 from tests.harness import (
     Peer,
     ServerHandle,
@@ -210,9 +213,22 @@ async def test_wrong_token_beats_too_many_rooms(nursery: trio.Nursery, tmp_path:
     await server.stop()
 
 
-async def test_a_reader_that_never_reads_is_closed_and_never_stalls_the_room(
-    nursery: trio.Nursery, tmp_path: Path
+class RoomClock:
+    """The room's clock, ahead of the wall clock by however much the test says."""
+
+    def __init__(self) -> None:
+        self.ahead_ms = 0
+
+    def __call__(self) -> int:
+        return wall_ms() + self.ahead_ms
+
+
+async def test_a_reader_that_never_reads_slows_the_room_then_is_closed_with_4008(
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    clock = RoomClock()
+    monkeypatch.setattr(securechat.room, "now_ms", clock)
+    # A bucket that never runs dry: any 4429 could only come from the room's answers.
     server = await custom_server(nursery, tmp_path, rate=1000.0, burst=1000)
     room, token = new_room_id(), new_token()
     sender = await joined_peer(nursery, server, room, token)
@@ -221,24 +237,54 @@ async def test_a_reader_that_never_reads_is_closed_and_never_stalls_the_room(
     await sender.expect("system", event="joined")
     await sender.expect("system", event="joined")
     await reader.expect("system", event="joined")
-    big = b64url(bytes(30_000))
-    count = 400  # ~16 MB in total: more than loopback socket buffers hold
-    left = None
+    big = {"type": "message", "iv": b64url(bytes(12)), "ciphertext": b64url(bytes(30_000))}
+    relayed = 0
+
+    async def post(envelope: dict[str, Any]) -> dict[str, Any]:
+        """Post; return the sender's answer. A relayed message reaches the reader, in order."""
+        nonlocal relayed
+        await sender.send(envelope)
+        answer = await sender.receive()
+        if answer["type"] == "message":
+            relayed += 1
+            assert answer["id"] == relayed  # refused posts take no id
+            await reader.expect("message", id=relayed)
+        elif answer["type"] == "error":
+            assert answer["code"] == "rate_limited", answer
+        return answer
+
     with trio.fail_after(30):
-        for i in range(count):
-            await sender.send({"type": "message", "iv": b64url(bytes(12)), "ciphertext": big})
-            got = await reader.receive()
-            while got["type"] == "system":
-                assert got["event"] == "left"
-                left = got
-                got = await reader.receive()
-            assert got["id"] == i + 1
-            sender_got = await sender.receive()
-            while sender_got["type"] == "system":
-                sender_got = await sender.receive()
-    assert left is not None
-    assert left["clientId"] == sleeper.client_id
-    assert left["participants"] == [sender.client_id, reader.client_id]
+        # Once the sleeper's socket buffers and then its outbox are full enough, the
+        # room stops relaying and tells the sender instead of closing anyone.
+        while (await post(big))["type"] == "message":
+            pass
+        # Being told to wait is not abuse: more refusals than the abuse threshold, well
+        # within its window, close nobody. (While the kernel still takes some of the
+        # sleeper's backlog, a post may go through; it only fills the backlog again.)
+        refused = 0
+        while refused <= ABUSE_THRESHOLD:
+            if (await post(fake_message()))["type"] == "error":
+                refused += 1
+        # Past the stall limit the sleeper is closed as too slow, and the room goes on.
+        # (Each turn moves the room's clock past the limit; a post that went through
+        # meanwhile found the sleeper below the mark, which restarts its count.)
+        while True:
+            clock.ahead_ms += int(STALL_SECONDS * 1000) + 1
+            if (left := await post(big))["type"] == "system":
+                break
+    assert await sleeper.closed_with() == 4008
+    assert left == {
+        "type": "system",
+        "event": "left",
+        "clientId": sleeper.client_id,
+        "participants": [sender.client_id, reader.client_id],
+    }
+    await reader.expect("system", event="left", clientId=sleeper.client_id)
+    for peer in (sender, reader):
+        await peer.expect("message", id=relayed + 1)
+    await reader.post()
+    for peer in (sender, reader):
+        await peer.expect("message", id=relayed + 2, **{"from": reader.client_id})
     await server.stop()
 
 

@@ -8,15 +8,27 @@ import trio
 import trio.testing
 
 from securechat.errors import CloseCode
-from securechat.limits import ROOM_GRACE_SECONDS
+from securechat.limits import OUTBOX_FRAMES, OUTBOX_HIGH_WATER, ROOM_GRACE_SECONDS, STALL_SECONDS
 from securechat.member import Member
 from securechat.protocol import ClientId, RoomId
-from securechat.room import ClearRequest, Command, Join, Leave, Post, Room, RoomSettings
-from securechat.storage import MemoryStorage, RoomRecord, Storage, Write
+from securechat.room import (
+    ClearRequest,
+    Command,
+    Join,
+    Leave,
+    Outcome,
+    Post,
+    Room,
+    RoomRules,
+    RoomSettings,
+)
+from securechat.storage import Append, MemoryStorage, RoomRecord, Storage, Write
 
 ROOM = RoomId("room")
 VERIFIER = b"v" * 32
 SETTINGS = RoomSettings(history_cap=3, max_participants=3)
+IV = "AAAAAAAAAAAAAAAA"
+BUSY = {"type": "error", "code": "rate_limited", "message": "room busy: frame dropped"}
 
 
 class Probe:
@@ -33,6 +45,11 @@ class Probe:
                 out.append(msgspec.json.decode(self.inbox.receive_nowait()))
             except trio.WouldBlock:
                 return out
+
+    def fall_behind(self) -> None:
+        """Leave frames unread up to the high-water mark, as a reader that stopped would."""
+        while self.member.backlog < OUTBOX_HIGH_WATER:
+            self.member.deliver_nowait('{"type": "unread"}')
 
 
 class GatedStorage:
@@ -166,6 +183,118 @@ async def test_a_full_outbox_evicts_without_blocking(nursery: trio.Nursery) -> N
     await trio.testing.wait_all_tasks_blocked()
     assert stuck.member.close_code is CloseCode.TOO_SLOW
     assert len([f for f in fast.frames() if f["type"] == "message"]) == 5
+
+
+async def test_a_congested_member_pauses_posts_until_it_catches_up(nursery: trio.Nursery) -> None:
+    storage = MemoryStorage()
+    inbox, _ = await start_room(nursery, storage)
+    alice, bob = Probe("alice", OUTBOX_FRAMES), Probe("bobby", OUTBOX_FRAMES)
+    await inbox.send(Join(alice.member, VERIFIER))
+    await inbox.send(Join(bob.member, VERIFIER))
+    await trio.testing.wait_all_tasks_blocked()
+    alice.frames()
+    bob.fall_behind()
+    for i in range(3):
+        await inbox.send(Post(alice.member, IV, f"c{i}"))
+    await trio.testing.wait_all_tasks_blocked()
+    # Only the sender hears of it; nothing is stored or relayed, and nobody is closed.
+    assert alice.frames() == [BUSY] * 3
+    assert bob.member.backlog == OUTBOX_HIGH_WATER
+    assert (await storage.load(ROOM)).last_id == 0
+    assert alice.member.close_code is None
+    assert bob.member.close_code is None
+    # Once bob has read what was waiting, posts flow again.
+    bob.frames()
+    await inbox.send(Post(alice.member, IV, "again"))
+    await trio.testing.wait_all_tasks_blocked()
+    for probe in (alice, bob):
+        assert [(f["id"], f["ciphertext"]) for f in probe.frames()] == [(1, "again")]
+    assert (await storage.load(ROOM)).last_id == 1
+
+
+def apply(rules: RoomRules, command: Command, now_ms: int) -> Outcome:
+    out = Outcome()
+    rules.apply(command, now_ms, out)
+    out.carry_out()
+    return out
+
+
+def room_of(*names: str) -> tuple[RoomRules, list[Probe]]:
+    """The rules of a room these members have joined, with what joining sent them read."""
+    rules = RoomRules(RoomRecord(verifier=None, last_id=0, history=[]), SETTINGS)
+    probes = [Probe(name, OUTBOX_FRAMES) for name in names]
+    for probe in probes:
+        apply(rules, Join(probe.member, VERIFIER), 0)
+    for probe in probes:
+        probe.frames()
+    return rules, probes
+
+
+def test_a_member_congested_past_the_stall_limit_is_closed_and_the_room_goes_on() -> None:
+    rules, everyone = room_of("alice", "bobby", "stuck")
+    alice, bob, stuck = everyone
+    stuck.fall_behind()
+    stall_ms = int(STALL_SECONDS * 1000)
+    # Congested since the first post it held up; up to the limit it only slows the room.
+    for now in (1_000, 1_000 + stall_ms // 2, 1_000 + stall_ms):
+        assert not apply(rules, Post(alice.member, IV, "c"), now).writes
+        assert alice.frames() == [BUSY]
+    assert [probe.member.close_code for probe in everyone] == [None, None, None]
+    # Past it, the member is closed as too slow, leaves at once, and the post goes through.
+    out = apply(rules, Post(alice.member, IV, "c"), 1_001 + stall_ms)
+    assert [type(write) for write in out.writes] == [Append]
+    assert [probe.member.close_code for probe in everyone] == [None, None, CloseCode.TOO_SLOW]
+    for probe in (alice, bob):
+        left, message = probe.frames()
+        assert left == {
+            "type": "system",
+            "event": "left",
+            "clientId": "stuck",
+            "participants": ["alice", "bobby"],
+        }
+        assert message["id"] == 1
+    assert stuck.frames() == [{"type": "unread"}] * OUTBOX_HIGH_WATER
+    apply(rules, Leave(stuck.member), 2_000 + stall_ms)  # its connection's goodbye: no news
+    assert alice.frames() == []
+
+
+def test_a_member_that_keeps_reading_is_never_stalled() -> None:
+    rules, (alice, slow) = room_of("alice", "slowy")
+    slow.fall_behind()
+    apply(rules, Post(alice.member, IV, "c"), 0)
+    slow.inbox.receive_nowait()  # it reads one frame: below high water for a moment
+    apply(rules, Post(alice.member, IV, "c"), 1)  # relayed, filling it up again
+    assert apply(rules, Post(alice.member, IV, "c"), int(STALL_SECONDS * 1000) + 1).writes == []
+    assert slow.member.close_code is None  # congested for 1 ms of it, not the whole time
+    assert [f["type"] for f in alice.frames()] == ["error", "message", "error"]
+
+
+def test_a_sender_that_stopped_reading_is_closed_and_its_post_dropped() -> None:
+    rules, (alice, stuck) = room_of("alice", "stuck")
+    stuck.fall_behind()
+    apply(rules, Post(stuck.member, IV, "c"), 0)
+    out = apply(rules, Post(stuck.member, IV, "c"), int(STALL_SECONDS * 1000) + 1)
+    assert out.writes == []
+    assert stuck.member.close_code is CloseCode.TOO_SLOW
+    assert [f.get("event") for f in alice.frames()] == ["left"]
+
+
+def test_one_batch_never_overfills_an_outbox() -> None:
+    rules, (alice, bob) = room_of("alice", "bobby")
+    # A burst from both, handled in one batch: the frames this batch will deliver
+    # count as queued, so relaying stops at the high-water mark, not at eviction.
+    out = Outcome()
+    for i in range(40):
+        rules.apply(Post((alice, bob)[i % 2].member, IV, f"c{i}"), 0, out)
+    out.carry_out()
+    assert len(out.writes) == OUTBOX_HIGH_WATER
+    for probe in (alice, bob):
+        assert probe.member.close_code is None
+        frames = probe.frames()
+        assert [f["id"] for f in frames if f["type"] == "message"] == list(
+            range(1, OUTBOX_HIGH_WATER + 1)
+        )
+        assert frames.count(BUSY) == (40 - OUTBOX_HIGH_WATER) // 2
 
 
 async def test_commands_from_non_members_are_ignored(nursery: trio.Nursery) -> None:
