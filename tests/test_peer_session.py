@@ -8,14 +8,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Final, TypeVar
 
+import pytest
 import trio
 
+from securechat.peer import session as session_module
 from securechat.peer.events import (
     ChatMessage,
     Cleared,
     Disconnected,
     Event,
     Presence,
+    ServerError,
     Stopped,
     Unreadable,
 )
@@ -170,3 +173,29 @@ async def test_reconnects_after_a_server_restart_and_sends_what_was_pending(
             assert alice.is_connected
         finally:
             await server.stop()
+
+
+async def test_a_burst_of_refusals_schedules_one_resend_of_what_is_pending(
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No resend comes due during the test, so every one scheduled is still counted.
+    monkeypatch.setattr(session_module, "RATE_RETRY_SECONDS", 60.0)
+    scheduled = 0
+    resend_later = Session._resend_later
+
+    async def counting(self: Session, ws: object) -> None:
+        nonlocal scheduled
+        scheduled += 1
+        await resend_later(self, ws)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Session, "_resend_later", counting)
+    server = await start_server(nursery, make_config(tmp_path / "data", rate=0.01, burst=1))
+    try:
+        async with joined(room(server), "alice01") as (alice, events):
+            for n in range(4):
+                await alice.send_text(f"message {n}")
+            for _ in range(3):  # the burst of 1 lets the first through
+                assert (await until(events, ServerError)).code == "rate_limited"
+            assert scheduled == 1
+    finally:
+        await server.stop()

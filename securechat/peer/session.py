@@ -103,6 +103,7 @@ class Session:
         self._backoff = backoff
         self._ws: WebSocketConnection | None = None
         self._greeted = False
+        self._resend_due = False  # a resend after ``rate_limited`` is already scheduled
         self.connected = trio.Event()  # set once; see ``is_connected`` for now
         self._progress = trio.Event()  # set and replaced after every server frame
 
@@ -185,6 +186,7 @@ class Session:
 
     async def _converse(self, ws: WebSocketConnection) -> _Ended:
         self._greeted = False
+        self._resend_due = False
         self._ws = ws
         ended: _Ended | None = None
         async with trio.open_nursery() as nursery:
@@ -227,7 +229,14 @@ class Session:
                 # The history came first, so what the server has is no longer pending.
                 for resend in self.conversation.resend_frames():
                     await ws.send_message(resend)
-            elif isinstance(event, ServerError) and event.code == "rate_limited":
+            elif (
+                isinstance(event, ServerError)
+                and event.code == "rate_limited"
+                # One resend for a burst of refusals: each resend sends every pending
+                # message, so one per refusal would multiply the load that was refused.
+                and not self._resend_due
+            ):
+                self._resend_due = True
                 nursery.start_soon(self._resend_later, ws)
             await self._events.send(event)
         self._progress.set()
@@ -235,6 +244,7 @@ class Session:
 
     async def _resend_later(self, ws: WebSocketConnection) -> None:
         await trio.sleep(RATE_RETRY_SECONDS)
+        self._resend_due = False
         for frame in self.conversation.resend_frames():
             await ws.send_message(frame)
 
