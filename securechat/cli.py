@@ -16,7 +16,7 @@ from securechat import log as sclog
 from securechat.config import Config
 from securechat.origins import normalize_origin
 from securechat.peer import cli as peer_cli
-from securechat.server import serve
+from securechat.server import serve, tune_garbage_collector
 from securechat.storage import StorageError
 
 ENV_PREFIX: Final = "SECURECHAT_"
@@ -208,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "serve":
         config = config_from_args(parser, args)
         sclog.configure(config.log_level)
+        tune_garbage_collector()
         try:
             trio.run(run_server, config)
         except* StorageError as group:

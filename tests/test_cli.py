@@ -1,5 +1,6 @@
 """The command line and the process: help, one-line errors, signals, and kill -9 durability."""
 
+import gc
 import os
 import subprocess
 from pathlib import Path
@@ -8,6 +9,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
+from securechat.server import GC_THRESHOLDS, tune_garbage_collector
 from tests.harness import fake_message, new_room_id, new_token
 from tests.process import server_command, start_process, terminate
 
@@ -153,3 +155,14 @@ async def test_a_relayed_message_survives_kill_9(tmp_path: Path) -> None:
         assert message["ciphertext"] in history
     finally:
         await again.close()
+
+
+def test_the_server_process_tunes_the_garbage_collector() -> None:
+    before = gc.get_threshold()
+    try:
+        tune_garbage_collector()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.get_freeze_count() > 10_000  # what the imports made is left alone
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
