@@ -131,7 +131,7 @@ class Registry:
             return
         while True:
             cutoff = now_ms() - retention_days * DAY_MS
-            removed = await self._storage.sweep(cutoff, set(self._rooms))
+            removed = await self._storage.sweep(cutoff, self._rooms.keys())  # live: see sweep
             if removed:
                 logger.info("deleted %d inactive rooms", removed)
             await trio.sleep(SWEEP_INTERVAL_SECONDS)

@@ -8,6 +8,7 @@ import pytest
 import trio
 import trio.lowlevel
 
+from securechat import storage as storage_module
 from securechat.protocol import ClientId, MessageOut, RoomId
 from securechat.storage import (
     Append,
@@ -78,6 +79,61 @@ async def test_sweep_keeps_active_and_recent_rooms(storage: Storage) -> None:
     storage.close()
 
 
+class _StartsWhenAsked(set[RoomId]):
+    """Active rooms where ``starter`` begins to run as soon as the sweep checks ``trigger``."""
+
+    def __init__(self, trigger: RoomId, starter: RoomId) -> None:
+        super().__init__()
+        self._trigger, self._starter = trigger, starter
+
+    def __contains__(self, room: object) -> bool:
+        if room == self._trigger:
+            self.add(self._starter)
+        return super().__contains__(room)
+
+
+async def test_a_room_that_starts_during_a_sweep_keeps_its_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(storage_module, "SWEEP_CHUNK", 1)
+    storage = SqliteStorage(tmp_path / "data")
+    rooms = [RoomId(name) for name in ("room-a", "room-b", "room-c")]
+    for room in rooms:
+        await storage.write(room, [SetVerifier(room.encode().ljust(32, b"."))], now_ms=1)
+    active = _StartsWhenAsked(trigger=rooms[0], starter=rooms[2])
+    assert await storage.sweep(cutoff_ms=2, active=active) == 2
+    assert [(await storage.load(room)).verifier is not None for room in rooms] == [
+        False,
+        False,
+        True,
+    ]
+    storage.close()
+
+
+def _database_pages(data: Path) -> int:
+    return (data / "securechat.sqlite3").stat().st_size // 4096
+
+
+async def test_checkpoints_run_on_the_storage_thread_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The event loop's commits never copy the WAL into the database: the thread does."""
+    data = tmp_path / "data"
+    monkeypatch.setattr(storage_module, "CHECKPOINT_COMMITS", 10**9)
+    storage = SqliteStorage(data)
+    empty = _database_pages(data)
+    # Well past SQLite's own 1,000-page automatic checkpoint, had it been left on.
+    for i in range(1, 1500):
+        await storage.write(ROOM, [Append(message(i), keep=10_000)], i)
+    assert _database_pages(data) == empty
+    monkeypatch.setattr(storage_module, "CHECKPOINT_COMMITS", 1)
+    await storage.write(ROOM, [Append(message(1500), keep=10_000)], 1500)
+    # The thread serves calls in order: once this load is back, the checkpoint is done.
+    assert len((await storage.load(ROOM)).history) == 1500
+    assert _database_pages(data) > empty
+    storage.close()
+
+
 async def test_the_file_is_private_and_holds_no_more_than_documented(tmp_path: Path) -> None:
     data = tmp_path / "data"
     storage = SqliteStorage(data)
@@ -106,7 +162,7 @@ def test_unusable_data_dir(tmp_path: Path) -> None:
         SqliteStorage(blocker / "data")
 
 
-async def test_writes_do_not_block_the_event_loop(tmp_path: Path) -> None:
+async def test_each_write_lets_other_tasks_run(tmp_path: Path) -> None:
     storage = SqliteStorage(tmp_path / "data")
     ticks = 0
 
@@ -126,7 +182,7 @@ async def test_writes_do_not_block_the_event_loop(tmp_path: Path) -> None:
 
 
 async def test_a_failing_batch_fails_alone(tmp_path: Path) -> None:
-    """Concurrent writes may share a transaction; a bad one must not sink the others."""
+    """Each room's batch is its own transaction: a bad one must not sink the others."""
     import sqlite3
 
     storage = SqliteStorage(tmp_path / "data")
