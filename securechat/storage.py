@@ -198,12 +198,8 @@ class SqliteStorage:
         await trio.lowlevel.checkpoint()
 
     async def sweep(self, cutoff_ms: int, active: Collection[RoomId]) -> int:
-        expired = [
-            room_id
-            for (room_id,) in self._db.execute(
-                "SELECT room_id FROM rooms WHERE last_active < ?", (cutoff_ms,)
-            ).fetchall()
-        ]
+        # Finding them reads the whole rooms table: the storage thread does that.
+        expired = await self._call(functools.partial(self._expired, cutoff_ms), list)
         removed = 0
         for start in range(0, len(expired), SWEEP_CHUNK):
             # ``active`` is read again for every chunk: a room that started since
@@ -258,6 +254,10 @@ class SqliteStorage:
     def _checkpoint(self) -> None:
         self._checkpoint_queued = False
         self._disk.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _expired(self, cutoff_ms: int) -> list[RoomId]:
+        rows = self._disk.execute("SELECT room_id FROM rooms WHERE last_active < ?", (cutoff_ms,))
+        return [RoomId(room_id) for (room_id,) in rows]
 
     def _load(self, room_id: RoomId) -> RoomRecord:
         # One read transaction: the room row and its messages from the same commit.
