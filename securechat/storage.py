@@ -29,6 +29,7 @@ from securechat.protocol import ClientId, MessageOut, RoomId
 
 SCHEMA_VERSION: Final = 1
 CHECKPOINT_COMMITS: Final = 500  # about SQLite's own 1,000 WAL pages between checkpoints
+CHECKPOINT: Final = "PRAGMA wal_checkpoint(PASSIVE)"  # never waits for, nor blocks, a commit
 SWEEP_CHUNK: Final = 500  # expired rooms deleted per transaction, so no sweep stalls the loop
 
 T = TypeVar("T")
@@ -177,7 +178,6 @@ class SqliteStorage:
         except (OSError, sqlite3.Error) as exc:
             raise StorageError(f"cannot use data dir {data_dir}: {exc}") from exc
         self._commits = 0
-        self._checkpoint_queued = False
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name="securechat-storage", daemon=True)
         self._thread.start()
@@ -192,9 +192,8 @@ class SqliteStorage:
         with self._transaction():
             self._write(room_id, writes, now_ms)
         self._commits += 1
-        if self._commits % CHECKPOINT_COMMITS == 0 and not self._checkpoint_queued:
-            self._checkpoint_queued = True
-            self._queue.put(_Request(self._checkpoint))
+        if self._commits % CHECKPOINT_COMMITS == 0:
+            self._queue.put(_Request(functools.partial(self._disk.execute, CHECKPOINT)))
         await trio.lowlevel.checkpoint()
 
     async def sweep(self, cutoff_ms: int, active: Collection[RoomId]) -> int:
@@ -203,8 +202,8 @@ class SqliteStorage:
         removed = 0
         for start in range(0, len(expired), SWEEP_CHUNK):
             # ``active`` is read again for every chunk: a room that started since
-            # the query keeps its state. No checkpoint within a chunk, so none can
-            # start between the check and the delete.
+            # the query keeps its state. Nothing awaits within a chunk, so no room
+            # can start between the check and the delete.
             chunk = [(r,) for r in expired[start : start + SWEEP_CHUNK] if r not in active]
             with self._transaction():
                 self._db.executemany("DELETE FROM messages WHERE room_id = ?", chunk)
@@ -250,10 +249,6 @@ class SqliteStorage:
             if request.token is not None and request.done is not None:
                 with contextlib.suppress(trio.RunFinishedError):
                     request.token.run_sync_soon(request.done.set)
-
-    def _checkpoint(self) -> None:
-        self._checkpoint_queued = False
-        self._disk.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _expired(self, cutoff_ms: int) -> list[RoomId]:
         rows = self._disk.execute("SELECT room_id FROM rooms WHERE last_active < ?", (cutoff_ms,))
