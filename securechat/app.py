@@ -10,9 +10,11 @@ from werkzeug.exceptions import HTTPException
 
 from securechat.config import Config
 from securechat.connection import ConnectionSettings, serve_connection
+from securechat.errors import CLOSE_REASONS, CloseCode
 from securechat.origins import normalize_origin, origin_allowed
 from securechat.protocol import parse_client_id, parse_room_id
 from securechat.registry import Registry
+from securechat.sources import SourceLimiter, parse_networks, source_of
 
 PAGE: Final = "index.html"
 CONTENT_TYPES: Final = {
@@ -76,6 +78,8 @@ def create_app(config: Config, registry: Registry, client_files: Path | None = N
         rate=config.rate,
         burst=config.burst,
     )
+    trusted_proxies = parse_networks(config.trusted_proxies)
+    sources = SourceLimiter(config.max_connections_per_source)
 
     def text(body: str, status: int = 200) -> Response:
         return Response(body, status=status, content_type="text/plain; charset=utf-8")
@@ -122,8 +126,21 @@ def create_app(config: Config, registry: Registry, client_files: Path | None = N
         headers = websocket.headers
         if not origin_allowed(headers.get("Origin"), headers.get("Host"), allowed):
             abort(403)
-        await websocket.accept()
-        await serve_connection(_QuartTransport(), room, client, registry, settings)
+        # The peer address from the ASGI scope, never Quart's remote_addr (a header).
+        peer = websocket.scope.get("client")
+        source = source_of(
+            None if peer is None else peer[0], headers.getlist("X-Forwarded-For"), trusted_proxies
+        )
+        admission = sources.try_admit(source)
+        if admission is None:
+            await websocket.accept()  # then close: a browser shows a close code, not a status
+            await websocket.close(CloseCode.TRY_AGAIN, CLOSE_REASONS[CloseCode.TRY_AGAIN])
+            return
+        try:
+            await websocket.accept()
+            await serve_connection(_QuartTransport(), room, client, registry, settings)
+        finally:
+            sources.release(admission)
 
     return app
 

@@ -17,6 +17,7 @@ from securechat.config import Config
 from securechat.origins import normalize_origin
 from securechat.peer import cli as peer_cli
 from securechat.server import serve, tune_garbage_collector
+from securechat.sources import parse_networks
 from securechat.storage import StorageError
 
 ENV_PREFIX: Final = "SECURECHAT_"
@@ -63,6 +64,14 @@ def _origin(text: str) -> str:
     return text
 
 
+def _network(text: str) -> str:
+    try:
+        parse_networks([text])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _level(text: str) -> str:
     if text.lower() not in ("debug", "info", "warning", "error"):
         raise argparse.ArgumentTypeError("one of debug, info, warning, error")
@@ -92,6 +101,11 @@ _SERVE_OPTIONS: Final[list[tuple[str, Callable[[str], Any], Any, str]]] = [
      "bad frames before a socket is closed with 1008"),
     ("ping-interval", _non_negative_float, limits.DEFAULT_PING_INTERVAL,
      "seconds between WebSocket pings (0 = none)"),
+    ("max-connections", _int_in(0, 10_000_000), limits.DEFAULT_MAX_CONNECTIONS,
+     "open TCP connections (over it: 503); 0 = the descriptor limit less max(64, 1/8 of it)"),
+    ("max-connections-per-source", _int_in(0, 1_000_000),
+     limits.DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
+     "open WebSockets per source address, IPv6 per /64 (over it: close 1013); 0 = no cap"),
     ("log-level", _level, "info", "debug, info, warning or error"),
 ]  # fmt: skip
 
@@ -128,6 +142,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="an extra origin allowed to open WebSockets, e.g. the public URL behind a "
         "reverse proxy that rewrites Host (repeatable; env: space-separated)",
     )
+    serve_parser.add_argument(
+        "--trusted-proxy",
+        type=_network,
+        action="append",
+        default=None,
+        help="a reverse proxy's address or CIDR block: connections from it are counted by "
+        "the last X-Forwarded-For entry (repeatable; env: space-separated; default: none, "
+        "loopback included)",
+    )
+    serve_parser.add_argument(
+        "--h2c",
+        action="store_true",
+        default=None,
+        help="also speak HTTP/2 over cleartext (off: one such connection would carry many "
+        "sockets past the connection caps; env: SECURECHAT_H2C=1)",
+    )
     # The subcommands share the parser class; the client registers its own.
     peer_cli.add_commands(cast("argparse._SubParsersAction[argparse.ArgumentParser]", commands))
     serve_parser.add_argument(
@@ -158,6 +188,15 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     if ephemeral is None:
         ephemeral = _from_env(parser, "ephemeral", _flag, False)
     values["ephemeral"] = ephemeral
+    proxies = args.trusted_proxy
+    if proxies is None:
+        env = os.environ.get(ENV_PREFIX + "TRUSTED_PROXY", "")
+        proxies = [_env_convert(parser, "trusted-proxy", _network, p) for p in env.split()]
+    values["trusted_proxies"] = tuple(proxies)
+    h2c = args.h2c
+    if h2c is None:
+        h2c = _from_env(parser, "h2c", _flag, False)
+    values["h2c"] = h2c
     return Config(**values)
 
 

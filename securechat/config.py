@@ -25,5 +25,9 @@ class Config:
     max_bad_frames: int = limits.DEFAULT_MAX_BAD_FRAMES
     ping_interval: float = limits.DEFAULT_PING_INTERVAL  # seconds; 0 = no pings
     allowed_origins: tuple[str, ...] = ()
+    max_connections: int = limits.DEFAULT_MAX_CONNECTIONS  # TCP; 0 = derived from RLIMIT_NOFILE
+    max_connections_per_source: int = limits.DEFAULT_MAX_CONNECTIONS_PER_SOURCE  # 0 = no cap
+    trusted_proxies: tuple[str, ...] = ()  # addresses or CIDR blocks whose X-Forwarded-For counts
+    h2c: bool = False  # HTTP/2 over cleartext (prior knowledge or Upgrade: h2c)
     ephemeral: bool = False  # keep everything in memory: nothing on disk, gone on restart
     log_level: str = "info"

@@ -12,6 +12,7 @@ class CloseCode(enum.IntEnum):
     POLICY = 1008  # too many bad frames
     TOO_BIG = 1009  # a frame over the size limit (sent by Hypercorn itself)
     INTERNAL = 1011  # the room failed; reconnecting starts it afresh
+    TRY_AGAIN = 1013  # a connection cap is reached (e.g. this source has too many sockets)
     TOO_SLOW = 4008  # the reader did not keep up with the room
     BAD_TOKEN = 4401  # the access token does not match the room's verifier
     HELLO_TIMEOUT = 4408  # no valid hello in time
@@ -25,6 +26,7 @@ CLOSE_REASONS: Final[dict[CloseCode, str]] = {
     CloseCode.POLICY: "too many bad frames",
     CloseCode.TOO_BIG: "frame too large",
     CloseCode.INTERNAL: "room failed, reconnect",
+    CloseCode.TRY_AGAIN: "server busy, try again later",
     CloseCode.TOO_SLOW: "reader too slow",
     CloseCode.BAD_TOKEN: "wrong access token for this room",
     CloseCode.HELLO_TIMEOUT: "no hello in time",

@@ -36,3 +36,16 @@ ABUSE_THRESHOLD: Final = 100  # rate-limited frames within the window that close
 CLEAR_COOLDOWN_SECONDS: Final = 3.0  # one clear_history per connection per this many seconds
 SWEEP_INTERVAL_SECONDS: Final = 3600.0  # how often expired rooms are deleted
 SHUTDOWN_CLOSE_SECONDS: Final = 2.0  # time given to sockets to send their 1001 on shutdown
+
+# The transport boundary (securechat/boundary.py, securechat/capacity.py).
+DEFAULT_MAX_CONNECTIONS: Final = 0  # open TCP connections; 0 = derived from the descriptor limit
+DEFAULT_MAX_CONNECTIONS_PER_SOURCE: Final = 64  # open WebSockets per address: a shared NAT's tabs
+DESCRIPTOR_RESERVE_MIN: Final = 64  # descriptors kept from connections: database, logs, refusals
+DESCRIPTOR_RESERVE_DIVISOR: Final = 8  # and at least 1/8 of the limit, for what a load adds
+MAX_DESCRIPTORS: Final = 1 << 20  # an unlimited hard limit is read as this (Linux's nr_open)
+REFUSALS_IN_FLIGHT: Final = 16  # over-cap connections answered 503 at once; more are just closed
+REFUSAL_SECONDS: Final = 0.5  # time an over-cap connection gets to send its request and read 503
+ACCEPT_LOG_INTERVAL_SECONDS: Final = 10.0  # at most one "accept failed" line this often
+FAILURE_LOG_INTERVAL_SECONDS: Final = 60.0  # at most one line per kind of connection failure
+FAILURE_KINDS: Final = 64  # kinds of connection failure told apart in the log; the rest are one
+PONG_DEADLINE_MIN_SECONDS: Final = 1.0  # silence after a ping that closes a socket, at least

@@ -1,7 +1,8 @@
 """Runs the whole server: storage, the room registry and Hypercorn, in one nursery.
 
-The only module that knows Hypercorn. ``serve`` is used by the command line and,
-unchanged, by the tests, which start it on an ephemeral port.
+The module that launches Hypercorn (``boundary`` hardens its per-connection
+classes). ``serve`` is used by the command line and, unchanged, by the tests,
+which start it on an ephemeral port.
 """
 
 import gc
@@ -10,10 +11,16 @@ from typing import Final
 
 import hypercorn.trio
 import trio
-from hypercorn.config import Config as HypercornConfig
 from hypercorn.protocol import ws_stream
 
+from securechat import boundary
 from securechat.app import create_app
+from securechat.capacity import (
+    ConnectionGauge,
+    effective_max_connections,
+    quiet_accept_failures,
+    raise_descriptor_limit,
+)
 from securechat.config import Config
 from securechat.headers import SecurityHeaders
 from securechat.limits import SHUTDOWN_CLOSE_SECONDS
@@ -61,8 +68,8 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def hypercorn_config(config: Config) -> HypercornConfig:
-    hc = HypercornConfig()
+def hypercorn_config(config: Config, gauge: ConnectionGauge) -> boundary.BoundaryConfig:
+    hc = boundary.BoundaryConfig(gauge, h2c=config.h2c)
     host = f"[{config.host}]" if ":" in config.host else config.host
     hc.bind = [f"{host}:{config.port}"]
     hc.websocket_max_message_size = config.max_frame  # over it Hypercorn closes with 1009
@@ -87,11 +94,18 @@ async def serve(
 
     Resource handling: opens the storage and closes it after every room task and
     the HTTP server have stopped. On shutdown every WebSocket gets 1001 first.
+    Raises the process's soft descriptor limit to its hard limit, and caps open
+    TCP connections below it (``capacity.effective_max_connections``).
 
     Error handling: raises ``StorageError`` for an unusable data dir and
     ``OSError`` (inside an exception group) when the address cannot be bound.
     """
     ws_stream.Handshake = _UncompressedHandshake  # type: ignore[misc]
+    boundary.install()
+    quiet_accept_failures()
+    descriptors = raise_descriptor_limit()
+    gauge = ConnectionGauge(effective_max_connections(config.max_connections, descriptors))
+    logger.debug("descriptors %d; at most %d connections", descriptors, gauge.statistics().limit)
     storage: Storage = MemoryStorage() if config.ephemeral else SqliteStorage(config.data_dir)
     try:
         async with trio.open_nursery() as nursery:
@@ -107,7 +121,7 @@ async def serve(
                 try:
                     await hypercorn.trio.serve(
                         app,
-                        hypercorn_config(config),
+                        hypercorn_config(config, gauge),
                         shutdown_trigger=stop_http.wait,
                         task_status=task_status,
                     )

@@ -6,7 +6,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "securechat"
 CORE = [
     "limits", "errors", "protocol", "ratelimit", "member", "room", "registry",
-    "connection", "storage", "log", "origins", "config",
+    "connection", "storage", "log", "origins", "config", "sources", "capacity", "failures",
 ]  # fmt: skip
 WEB = ("quart", "quart_trio", "hypercorn", "werkzeug")
 
@@ -30,13 +30,13 @@ def test_core_is_free_of_the_web_stack() -> None:
         assert not {"securechat.app", "securechat.server", "securechat.cli"} & found, module
 
 
-def test_only_app_knows_quart_and_only_server_and_headers_know_hypercorn() -> None:
+def test_only_app_knows_quart_and_only_server_boundary_and_headers_know_hypercorn() -> None:
     for path in PACKAGE.glob("*.py"):
         found = {name.split(".")[0] for name in imports(path)}
         if found & {"quart", "quart_trio", "werkzeug"}:
             assert path.stem == "app", path
         if "hypercorn" in found:
-            assert path.stem in ("server", "headers"), path
+            assert path.stem in ("server", "boundary", "headers"), path
 
 
 def test_modules_stay_small() -> None:

@@ -1,0 +1,263 @@
+"""The transport boundary: Hypercorn's per-connection code, hardened where input can hurt.
+
+Hypercorn runs one ``TCPServer`` task per TCP connection, all in one nursery,
+so an exception in any of them used to end the whole server. ``install``
+replaces three of Hypercorn 0.18's classes with small subclasses; with a plain
+Hypercorn ``Config`` (not a ``BoundaryConfig``) the caps, h2c refusal and
+headers stay off and only the bug fixes apply. Each change is tested in
+tests/test_attack_transport.py.
+
+- ``TCPServer`` (in ``hypercorn.trio.run``): a cap on open connections (over
+  it: a 503, then close); any exception of one connection is logged once per
+  kind and closes that connection alone; EOF is no longer sent while another
+  task sends (BusyResourceError); a send that stalls ``SEND_STALL_SECONDS``
+  closes the connection.
+- ``H11Protocol`` (in ``hypercorn.protocol``): HTTP/2 over cleartext refused
+  unless enabled; the security headers on every response, Hypercorn's own
+  (400, 431, 501, ...) included.
+- ``WSStream`` (in ``hypercorn.protocol.h11`` and ``.h2``): bytes before the
+  handshake is accepted get a 400 without racing the app's accept
+  (pgjones/hypercorn#225); a socket silent after a ping is closed.
+"""
+
+import logging
+import math
+from typing import Final, final
+
+import h11
+import hypercorn.protocol
+import hypercorn.protocol.h2
+import hypercorn.protocol.h11
+import hypercorn.trio.run
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.events import Closed, Event, RawData
+from hypercorn.protocol.events import Body, Data, StreamClosed
+from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.protocol.ws_stream import WSStream
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.typing import H11SendableEvent
+from wsproto.events import Ping
+from wsproto.frame_protocol import CloseReason
+
+from securechat.capacity import ConnectionGauge
+from securechat.failures import FailureLog
+from securechat.headers import SECURITY_HEADERS
+from securechat.limits import PONG_DEADLINE_MIN_SECONDS, REFUSAL_SECONDS
+
+logger: Final = logging.getLogger("securechat.boundary")
+
+SEND_STALL_SECONDS: Final = 30.0  # a send to a peer that reads nothing this long closes it
+
+_SECURITY: Final = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in SECURITY_HEADERS.items()]
+_SECURITY_NAMES: Final = frozenset(name for name, _ in _SECURITY)
+_BUSY_BODY: Final = b"503 Service Unavailable: too many connections, try again later\n"
+BUSY_RESPONSE: Final = b"\r\n".join(
+    [
+        b"HTTP/1.1 503 Service Unavailable",
+        b"content-type: text/plain; charset=utf-8",
+        b"content-length: %d" % len(_BUSY_BODY),
+        b"connection: close",
+        b"retry-after: 5",
+        *(name + b": " + value for name, value in _SECURITY),
+        b"",
+        _BUSY_BODY,
+    ]
+)  # the whole answer to a connection over the cap, built once
+
+
+class BoundaryConfig(HypercornConfig):
+    """Hypercorn's settings plus the boundary's, one per server (so counts are not shared)."""
+
+    def __init__(self, gauge: ConnectionGauge, *, h2c: bool) -> None:
+        super().__init__()
+        self.gauge = gauge
+        self.h2c = h2c
+        self.failures = FailureLog()
+
+
+def install() -> None:
+    """Put the boundary's classes where Hypercorn looks them up (idempotent)."""
+    hypercorn.trio.run.TCPServer = _TCPServer  # type: ignore[attr-defined]
+    hypercorn.protocol.H11Protocol = _H11Protocol  # type: ignore[attr-defined]
+    hypercorn.protocol.h11.WSStream = _WSStream  # type: ignore[attr-defined]
+    hypercorn.protocol.h2.WSStream = _WSStream  # type: ignore[attr-defined]
+
+
+def with_security_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    kept = [(k, v) for k, v in headers if k.lower() not in _SECURITY_NAMES]
+    return kept + _SECURITY
+
+
+@final
+class _TCPServer(TCPServer):
+    async def run(self) -> None:
+        """Serve one TCP connection; whatever it raises ends it alone.
+
+        Error handling: an ``Exception`` from Hypercorn, h11, wsproto or the app
+        (which Hypercorn would have let end the server) is counted, logged once
+        per kind and closes the connection. ``trio.Cancelled`` and other
+        ``BaseException`` propagate.
+        """
+        config = self.config
+        if not isinstance(config, BoundaryConfig):
+            await super().run()
+            return
+        if not config.gauge.try_open():
+            await self._refuse(config.gauge)
+            return
+        try:
+            await super().run()
+        except* Exception as group:  # noqa: BLE001 - the one broad catch: no input ends the server
+            config.gauge.count_failure()
+            config.failures.report(group)
+            await trio.aclose_forcefully(self.stream)
+        finally:
+            config.gauge.close()
+
+    async def _refuse(self, gauge: ConnectionGauge) -> None:
+        """Answer a connection over the cap with 503 and close it.
+
+        Resource handling: the descriptor is held at most ``REFUSAL_SECONDS``,
+        and by at most ``REFUSALS_IN_FLIGHT`` refusals at once; beyond that the
+        connection is closed unanswered. Reading the request first lets the
+        close be a FIN, not a reset that could destroy the 503 on its way.
+        """
+        if not gauge.try_start_refusal():
+            await trio.aclose_forcefully(self.stream)
+            return
+        try:
+            with trio.move_on_after(REFUSAL_SECONDS):
+                with trio.move_on_after(REFUSAL_SECONDS / 2):
+                    await self.stream.receive_some()  # a request, if it came at once
+                await self.stream.send_all(BUSY_RESPONSE)
+                await self.stream.send_eof()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, AttributeError):
+            pass  # gone already, or TLS (no send_eof): nothing more to say
+        finally:
+            gauge.end_refusal()
+            await trio.aclose_forcefully(self.stream)
+
+    async def protocol_send(self, event: Event) -> None:
+        if not isinstance(event, RawData):
+            await super().protocol_send(event)
+            return
+        async with self.send_lock:
+            try:
+                # Shielded as in Hypercorn (a cancelled send_all leaves the stream
+                # unusable), but a peer that never reads no longer holds it forever.
+                with trio.CancelScope(shield=True), trio.fail_after(SEND_STALL_SECONDS):
+                    await self.stream.send_all(event.data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                await self.protocol.handle(Closed())
+            except trio.TooSlowError:
+                await trio.aclose_forcefully(self.stream)
+                await self.protocol.handle(Closed())
+
+    async def _close(self) -> None:
+        # Two fixes. Hypercorn sent EOF without the send lock, and send_eof
+        # checkpoints while it owns the stream's send side: the ping task's
+        # send_all then raised BusyResourceError, which ended the server. So EOF
+        # is sent only when no send is under way (aclose ends that one anyway).
+        # And the close is shielded: it is often called from the app's task,
+        # which Quart-Trio cancels once the response is out, and a cancelled
+        # close left a "Connection: close" socket open until the peer closed it.
+        with trio.CancelScope(shield=True):  # neither call blocks: shutdown(2), close(2)
+            if not self.send_lock.locked():
+                self.send_lock.acquire_nowait()
+                try:
+                    await self.stream.send_eof()
+                except (
+                    trio.BrokenResourceError,
+                    trio.BusyResourceError,
+                    trio.ClosedResourceError,
+                    AttributeError,  # a TLS stream has no send_eof
+                ):
+                    pass
+                finally:
+                    self.send_lock.release()
+            await self.stream.aclose()
+
+
+class _PriorKnowledgeRefused(Exception):
+    """An HTTP/2 preface on a server that does not speak HTTP/2 over cleartext."""
+
+
+@final
+class _H11Protocol(H11Protocol):
+    async def handle(self, event: Event) -> None:
+        try:
+            await super().handle(event)
+        except _PriorKnowledgeRefused:
+            await self._send_error_response(505)  # HTTP Version Not Supported
+            await self.send(Closed())
+
+    async def _check_protocol(self, event: h11.Request) -> None:
+        config = self.config
+        if not isinstance(config, BoundaryConfig) or config.h2c:
+            await super()._check_protocol(event)
+        elif event.method == b"PRI" and event.target == b"*" and event.http_version == b"2.0":
+            raise _PriorKnowledgeRefused
+        # Otherwise an ``Upgrade: h2c`` is ignored and the request is answered
+        # over HTTP/1.1, as RFC 9113 section 3.2 lets a server do. One HTTP/2
+        # connection would carry any number of sockets past the connection caps.
+
+    async def _send_h11_event(self, event: H11SendableEvent) -> None:
+        if isinstance(event, h11.Response) and isinstance(self.config, BoundaryConfig):
+            event = h11.Response(
+                status_code=event.status_code,
+                headers=with_security_headers(list(event.headers)),
+                reason=event.reason,
+            )
+        await super()._send_h11_event(event)
+
+
+@final
+class _WSStream(WSStream):
+    _heard_at: float = -math.inf  # trio time the last bytes arrived from the peer
+
+    async def handle(self, event: Event) -> None:  # type: ignore[override]
+        if isinstance(event, Body | Data) and not self.closed:
+            if not self.handshake.accepted:
+                await self._refuse_early_data()
+                return
+            self._heard_at = trio.current_time()
+        await super().handle(event)  # type: ignore[arg-type]
+
+    async def _refuse_early_data(self) -> None:
+        # Bytes before the handshake is accepted get a 400, as in Hypercorn. But
+        # Hypercorn marked the stream closed only after that response, so the
+        # app's accept slipped in at a checkpoint and wrote a 101 into a finished
+        # response: h11 raised and the server exited (pgjones/hypercorn#225).
+        # Closed first, the late accept is a no-op; the app is told the socket
+        # went away, and the connection ends instead of lingering.
+        self.closed = True
+        await self._send_error_response(400)
+        if self.app_put is not None:
+            await self.app_put(
+                {"type": "websocket.disconnect", "code": CloseReason.ABNORMAL_CLOSURE.value}
+            )
+        await self.send(StreamClosed(stream_id=self.stream_id))
+
+    async def _send_pings(self) -> None:
+        """Ping every interval; close the socket when a ping goes unanswered too long.
+
+        Hypercorn pings but never waits for a pong. Any bytes from the peer
+        count as an answer; silence for the ping interval after a ping (at
+        least ``PONG_DEADLINE_MIN_SECONDS``) closes the connection, and the app
+        sees the socket go away.
+        """
+        interval = self.config.websocket_ping_interval
+        if interval is None:  # Hypercorn starts this task only with an interval
+            return
+        deadline = max(interval, PONG_DEADLINE_MIN_SECONDS)
+        waiting_since: float | None = None  # when the oldest unanswered ping went out
+        while not self.closed:
+            now = trio.current_time()
+            if waiting_since is None or self._heard_at >= waiting_since:
+                waiting_since = now
+            elif now - waiting_since >= deadline:
+                await self.send(StreamClosed(stream_id=self.stream_id))
+                return
+            await self._send_wsproto_event(Ping())
+            await self.context.sleep(interval)
