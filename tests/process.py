@@ -44,13 +44,21 @@ def server_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "securechat", *args]
 
 
-async def start_process(data_dir: Path, port: int = 0, *extra: str) -> ServerProcess:
+async def start_process(
+    data_dir: Path, port: int = 0, *extra: str, descriptors: int | None = None
+) -> ServerProcess:
     """Start ``securechat serve`` and wait until it says where it listens.
 
-    The caller must ``kill()`` it in a ``finally``.
+    ``descriptors`` sets its RLIMIT_NOFILE, soft and hard. The caller must
+    ``kill()`` it in a ``finally``.
     """
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    command = server_command(
+    if descriptors is not None:
+        # prlimit, not preexec_fn: the test process runs threads, and preexec_fn is unsafe then.
+        extra_prefix = ["prlimit", f"--nofile={descriptors}:{descriptors}", "--"]
+    else:
+        extra_prefix = []
+    command = extra_prefix + server_command(
         "serve", "--port", str(port), "--data-dir", str(data_dir), "--ping-interval", "0", *extra
     )
     process = await trio.lowlevel.open_process(
