@@ -10,8 +10,8 @@ tests/test_attack_transport.py.
 - ``TCPServer`` (in ``hypercorn.trio.run``): a cap on open connections (over
   it: a 503, then close); any exception of one connection is logged once per
   kind and closes that connection alone; EOF is no longer sent while another
-  task sends (BusyResourceError); a send that stalls ``SEND_STALL_SECONDS``
-  closes the connection.
+  task sends (BusyResourceError); a cancelled close no longer leaves the
+  socket open.
 - ``H11Protocol`` (in ``hypercorn.protocol``): HTTP/2 over cleartext refused
   unless enabled; the security headers on every response, Hypercorn's own
   (400, 431, 501, ...) included.
@@ -31,7 +31,7 @@ import hypercorn.protocol.h11
 import hypercorn.trio.run
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.events import Closed, Event, RawData
+from hypercorn.events import Closed, Event
 from hypercorn.protocol.events import Body, Data, StreamClosed
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.ws_stream import WSStream
@@ -46,8 +46,6 @@ from securechat.headers import SECURITY_HEADERS
 from securechat.limits import PONG_DEADLINE_MIN_SECONDS, REFUSAL_SECONDS
 
 logger: Final = logging.getLogger("securechat.boundary")
-
-SEND_STALL_SECONDS: Final = 30.0  # a send to a peer that reads nothing this long closes it
 
 _SECURITY: Final = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in SECURITY_HEADERS.items()]
 _SECURITY_NAMES: Final = frozenset(name for name, _ in _SECURITY)
@@ -137,22 +135,6 @@ class _TCPServer(TCPServer):
         finally:
             gauge.end_refusal()
             await trio.aclose_forcefully(self.stream)
-
-    async def protocol_send(self, event: Event) -> None:
-        if not isinstance(event, RawData):
-            await super().protocol_send(event)
-            return
-        async with self.send_lock:
-            try:
-                # Shielded as in Hypercorn (a cancelled send_all leaves the stream
-                # unusable), but a peer that never reads no longer holds it forever.
-                with trio.CancelScope(shield=True), trio.fail_after(SEND_STALL_SECONDS):
-                    await self.stream.send_all(event.data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                await self.protocol.handle(Closed())
-            except trio.TooSlowError:
-                await trio.aclose_forcefully(self.stream)
-                await self.protocol.handle(Closed())
 
     async def _close(self) -> None:
         # Two fixes. Hypercorn sent EOF without the send lock, and send_eof

@@ -410,3 +410,10 @@ async def test_a_socket_that_never_answers_pings_is_closed(
     await alive.post()
     await alive.expect("message")  # the peer that answers stays
     await server.stop()
+
+
+async def test_a_connection_close_request_is_closed_after_its_answer(server: ServerHandle) -> None:
+    # The close used to be cancelled with the app's task, leaving the socket open
+    # until the peer closed it: a way to hold descriptors with finished requests.
+    answer = await exchange(server.port, HEALTH, close_within=2)
+    assert answer.startswith(b"HTTP/1.1 200")
