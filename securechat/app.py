@@ -123,7 +123,11 @@ def create_app(config: Config, registry: Registry, client_files: Path | None = N
         if not origin_allowed(headers.get("Origin"), headers.get("Host"), allowed):
             abort(403)
         await websocket.accept()
-        await serve_connection(_QuartTransport(), room, client, registry, settings)
+        # The direct peer's address prices new rooms (securechat/budget.py); it is
+        # held for the connection only, never logged or stored.
+        peer = websocket.scope.get("client")
+        source = str(peer[0]) if peer else None
+        await serve_connection(_QuartTransport(), room, client, registry, settings, source)
 
     return app
 
