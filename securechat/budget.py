@@ -76,12 +76,15 @@ def price(level: float, burst: int) -> int:
     """The bits a new room needs at ``level`` with ``burst`` free: 0 while it fits.
 
     The room being created counts: at ``burst - 1`` it still fits. Over the burst
-    the price is ``BASE_BITS`` plus one bit per doubling of the excess, capped.
+    the price is ``BASE_BITS`` plus one bit per doubling of the excess (in whole
+    rooms, the one being made included), capped at ``MAX_BITS``.
     """
     excess = level + 1.0 - burst
     if excess <= 0:
         return 0
-    return min(MAX_BITS, BASE_BITS + math.floor(math.log2(max(1.0, excess))))
+    # Rounded up to whole rooms, so that what drained since the last room (a sliver,
+    # on a busy server) does not move the price.
+    return min(MAX_BITS, BASE_BITS + math.floor(math.log2(math.ceil(excess))))
 
 
 @final
