@@ -1,7 +1,7 @@
 """New rooms under pressure on a real server: challenge, proof, bad_proof, 4408, recovery.
 
 The budgets here are tiny (a burst of 1 or 2, draining a room every 100 minutes)
-so that pressure comes from a handful of rooms; the proofs are 12 to 14 bits,
+so that pressure comes from a handful of rooms; the proofs are 14 to 16 bits,
 milliseconds for the Python solver.
 """
 
