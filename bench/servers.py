@@ -30,6 +30,7 @@ OUTPUT_LINES_KEPT: Final = 40  # of a server's output, shown if it dies
 SECURECHAT_LIMITS: Final = (
     "--rate", "100000", "--burst", "100000", "--max-participants", "10000",
     "--max-rooms", "1000000", "--hello-timeout", "30", "--ping-interval", "0",
+    "--new-rooms-burst", "1000000", "--source-new-rooms-burst", "1000000",
     "--log-level", "warning",
 )  # fmt: skip
 

@@ -1,9 +1,14 @@
 // The room's WebSocket: hello first, envelopes in and out, and reconnection.
 //
-// A RoomConnection owns one socket at a time. It sends `hello` on open, hands
-// every well-formed server envelope to `onEnvelope`, and reports its state to
-// `onStatus`. When the socket closes it decides, from the close code, whether to
-// reconnect (with exponential backoff and jitter) or to stop and explain.
+// A RoomConnection owns one socket at a time. It sends `hello` on open (and
+// again with a proof of work if the server answers a new room with a
+// `challenge`: see pow.js), hands every well-formed server envelope to
+// `onEnvelope`, and reports its state to `onStatus`. When the socket closes it
+// decides, from the close code, whether to reconnect (with exponential backoff
+// and jitter) or to stop and explain.
+
+import { b64urlDecode, b64urlEncode } from "/crypto.js";
+import { MAX_BITS, solve } from "/pow.js";
 
 const BACKOFF_BASE_MS = 500; // first retry after 0.25-0.5 s
 const BACKOFF_CAP_MS = 30_000; // never wait more than 30 s between tries
@@ -54,6 +59,11 @@ export function parseServer(data) {
       return typeof envelope.by === "string" ? envelope : null;
     case "error":
       return typeof envelope.code === "string" ? envelope : null;
+    case "challenge": {
+      const challenge = typeof envelope.challenge === "string" ? b64urlDecode(envelope.challenge) : null;
+      const ok = challenge && challenge.length === 16 && Number.isInteger(envelope.bits) && envelope.bits >= 0 && envelope.bits <= MAX_BITS;
+      return ok ? { type: "challenge", challenge, bits: envelope.bits } : null;
+    }
     default:
       return null;
   }
@@ -163,6 +173,10 @@ export class RoomConnection {
       if (socket !== this.socket) return;
       const envelope = parseServer(event.data);
       if (!envelope) return;
+      if (envelope.type === "challenge") {
+        this.answer(socket, envelope);
+        return;
+      }
       if (envelope.type === "history") {
         // The server sends history only after a valid hello.
         this.authenticated = true;
@@ -187,6 +201,17 @@ export class RoomConnection {
       }
       this.scheduleRetry({ code: event.code, text: info ? info.text : "", slow: info && info.slow });
     };
+  }
+
+  /** A new room on a busy server: pay the proof of work, then say hello again. */
+  async answer(socket, { challenge, bits }) {
+    this.onStatus({ state: "securing", bits });
+    const started = performance.now();
+    const nonce = await solve(challenge, bits, () => socket !== this.socket || socket.readyState !== WebSocket.OPEN);
+    if (!nonce) return; // the socket closed meanwhile: the reconnect starts over
+    this.lastProofMs = performance.now() - started;
+    socket.send(JSON.stringify({ type: "hello", auth: this.token, proof: b64urlEncode(nonce) }));
+    this.onStatus({ state: "connecting" });
   }
 
   scheduleRetry({ code, text, slow }) {

@@ -206,6 +206,9 @@ export class Room {
       case "connecting":
         this.statusText.textContent = "Connecting…";
         break;
+      case "securing": // a new room on a busy server: the page works a moment first
+        this.statusText.textContent = "Securing the room…";
+        break;
       case "open":
         // Pending messages go out once the history is read (handleHistory).
         this.statusText.textContent = "Connected, end-to-end encrypted";

@@ -138,7 +138,7 @@ def create_app(config: Config, registry: Registry, client_files: Path | None = N
             return
         try:
             await websocket.accept()
-            await serve_connection(_QuartTransport(), room, client, registry, settings)
+            await serve_connection(_QuartTransport(), room, client, registry, settings, source)
         finally:
             sources.release(admission)
 

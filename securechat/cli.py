@@ -106,6 +106,14 @@ _SERVE_OPTIONS: Final[list[tuple[str, Callable[[str], Any], Any, str]]] = [
     ("max-connections-per-source", _int_in(0, 1_000_000),
      limits.DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
      "open WebSockets per source address, IPv6 per /64 (over it: close 1013); 0 = no cap"),
+    ("new-rooms-per-minute", _positive_float, limits.DEFAULT_NEW_ROOMS_PER_MINUTE,
+     "new rooms per minute, server-wide, before a proof of work is asked"),
+    ("new-rooms-burst", _int_in(1, 10_000_000), limits.DEFAULT_NEW_ROOMS_BURST,
+     "new rooms at once, server-wide, before a proof of work is asked"),
+    ("source-new-rooms-per-minute", _positive_float, limits.DEFAULT_SOURCE_NEW_ROOMS_PER_MINUTE,
+     "new rooms per minute from one address before a proof of work is asked"),
+    ("source-new-rooms-burst", _int_in(1, 10_000_000), limits.DEFAULT_SOURCE_NEW_ROOMS_BURST,
+     "new rooms at once from one address before a proof of work is asked"),
     ("log-level", _level, "info", "debug, info, warning or error"),
 ]  # fmt: skip
 

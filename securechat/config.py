@@ -24,6 +24,10 @@ class Config:
     max_frame: int = limits.DEFAULT_MAX_FRAME
     max_bad_frames: int = limits.DEFAULT_MAX_BAD_FRAMES
     ping_interval: float = limits.DEFAULT_PING_INTERVAL  # seconds; 0 = no pings
+    new_rooms_per_minute: float = limits.DEFAULT_NEW_ROOMS_PER_MINUTE
+    new_rooms_burst: int = limits.DEFAULT_NEW_ROOMS_BURST
+    source_new_rooms_per_minute: float = limits.DEFAULT_SOURCE_NEW_ROOMS_PER_MINUTE
+    source_new_rooms_burst: int = limits.DEFAULT_SOURCE_NEW_ROOMS_BURST
     allowed_origins: tuple[str, ...] = ()
     max_connections: int = limits.DEFAULT_MAX_CONNECTIONS  # TCP; 0 = derived from RLIMIT_NOFILE
     max_connections_per_source: int = limits.DEFAULT_MAX_CONNECTIONS_PER_SOURCE  # 0 = no cap

@@ -2,7 +2,9 @@
 
 The connection task reads frames from its transport, turns each into a room
 command or an ``error`` envelope, and enforces the per-connection limits (hello
-timeout, bad-frame count, token bucket, clear cooldown). A sender task drains the
+timeout, bad-frame count, token bucket, clear cooldown). A hello for a new room
+while the creation budget is spent gets a ``challenge`` instead of the room; the
+next hello must carry a proof of work for it (see securechat/pow.py). A sender task drains the
 bounded outbox that the room writes to. Whoever decides that the connection must
 end (the room, the registry, or this module) calls ``Member.evict(code)``; the
 socket is then closed here with that code.
@@ -14,6 +16,7 @@ import logging
 from dataclasses import dataclass
 from typing import Final, Protocol, final
 
+import msgspec
 import trio
 
 from securechat.errors import CLOSE_REASONS, CloseCode, ErrorCode
@@ -24,7 +27,9 @@ from securechat.limits import (
     OUTBOX_FRAMES,
 )
 from securechat.member import Member
+from securechat.pow import new_challenge, proof_holds
 from securechat.protocol import (
+    Challenge,
     ClearHistory,
     ClientId,
     FrameError,
@@ -32,17 +37,22 @@ from securechat.protocol import (
     RoomId,
     SendMessage,
     b64url_decode,
+    b64url_encode,
     decode_frame,
+    encode,
     encode_error,
 )
 from securechat.ratelimit import TokenBucket, WindowCounter
-from securechat.registry import Registry
+from securechat.registry import ProofNeeded, Registry
 from securechat.room import ClearRequest, Command, Leave, Post
 
 logger: Final = logging.getLogger("securechat.connection")
 
 CLOSE_SEND_SECONDS: Final = 1.0  # time to flush the last frames and the close frame
 LEAVE_SEND_SECONDS: Final = 10.0  # time to tell a busy room that a member left
+# Time to answer a challenge, from when it is sent: the capped difficulty takes a
+# few seconds in a slow browser, and the unlucky draw several times that.
+CHALLENGE_SECONDS: Final = 60.0
 
 
 class Transport(Protocol):
@@ -73,8 +83,12 @@ async def serve_connection(
     client_id: ClientId,
     registry: Registry,
     settings: ConnectionSettings,
+    source: str | None = None,
 ) -> None:
     """Serve one accepted WebSocket until the peer leaves or the connection is evicted.
+
+    ``source`` is the peer's address where it is known (see docs/security.md): it
+    only prices new rooms, and is never logged or stored.
 
     Error handling: every bad frame is answered with an ``error`` envelope; the
     limits close the socket with their documented codes. If the peer disconnects,
@@ -82,7 +96,7 @@ async def serve_connection(
     """
     outbox_send, outbox_receive = trio.open_memory_channel[str](OUTBOX_FRAMES)
     member = Member(client_id, outbox_send)
-    reader = _Reader(transport, room_id, member, registry, settings)
+    reader = _Reader(transport, room_id, member, registry, settings, source)
     pump_done = trio.Event()
     with registry.track(member):
         try:
@@ -128,14 +142,20 @@ class _Reader:
         member: Member,
         registry: Registry,
         settings: ConnectionSettings,
+        source: str | None,
     ) -> None:
         self._transport = transport
+        self._source = source
         self._room_id = room_id
         self._member = member
         self._registry = registry
         self._settings = settings
         self._room: trio.MemorySendChannel[Command] | None = None
         self._hello_seen = False
+        self._hello_window = trio.CancelScope()  # replaced in run(); moved by a challenge
+        # The challenge this connection was sent and its bits; each one is dearer than
+        # the proof before it, so a connection gets at most a handful.
+        self._challenge: tuple[bytes, int] | None = None
         self._left = False
         self._bad_frames = 0
         now = trio.current_time()
@@ -144,7 +164,7 @@ class _Reader:
         self._last_clear = -CLEAR_COOLDOWN_SECONDS
 
     async def run(self) -> None:
-        with trio.move_on_after(self._settings.hello_timeout):
+        with trio.move_on_after(self._settings.hello_timeout) as self._hello_window:
             while not self._hello_seen:
                 await self._handle(await self._transport.receive())
         if not self._hello_seen:
@@ -169,13 +189,11 @@ class _Reader:
         match frame:
             case FrameError():
                 self._bad_frame(frame)
-            case Hello(auth=auth):
+            case Hello(auth=auth, proof=proof):
                 if self._hello_seen:
                     self._bad_frame(FrameError(ErrorCode.UNEXPECTED_HELLO, "already authenticated"))
                     return
-                self._hello_seen = True
-                verifier = hashlib.sha256(b64url_decode(auth)).digest()
-                self._room = await self._registry.join(self._room_id, self._member, verifier)
+                await self._hello(auth, proof)
             case SendMessage(iv=iv, ciphertext=ciphertext):
                 if self._authenticated() and self._allowed(self._bucket.take(trio.current_time())):
                     await self._tell_room(Post(self._member, iv, ciphertext))
@@ -185,6 +203,44 @@ class _Reader:
                     if self._allowed(now - self._last_clear >= CLEAR_COOLDOWN_SECONDS):
                         self._last_clear = now
                         await self._tell_room(ClearRequest(self._member))
+
+    async def _hello(self, auth: str, proof: str | msgspec.UnsetType) -> None:
+        proof_bits = self._proof_bits(proof)
+        if proof_bits is None:
+            return
+        verifier = hashlib.sha256(b64url_decode(auth)).digest()
+        joined = await self._registry.join(
+            self._room_id, self._member, verifier, source=self._source, proof_bits=proof_bits
+        )
+        if isinstance(joined, ProofNeeded):
+            challenge = new_challenge()
+            self._challenge = (challenge, joined.bits)
+            self._hello_window.deadline = trio.current_time() + CHALLENGE_SECONDS
+            self._member.deliver_nowait(
+                encode(Challenge(challenge=b64url_encode(challenge), bits=joined.bits))
+            )
+            return
+        self._hello_seen = True
+        self._room = joined
+
+    def _proof_bits(self, proof: str | msgspec.UnsetType) -> int | None:
+        """The bits a hello's proof is worth (0 without one), or None if it is refused.
+
+        After a challenge every hello must answer it; before one, none may carry a proof.
+        """
+        if self._challenge is None:
+            if isinstance(proof, msgspec.UnsetType):
+                return 0
+            self._bad_frame(FrameError(ErrorCode.BAD_PROOF, "no challenge to answer"))
+            return None
+        challenge, bits = self._challenge
+        if isinstance(proof, msgspec.UnsetType):
+            self._bad_frame(FrameError(ErrorCode.BAD_PROOF, "answer the challenge with a proof"))
+            return None
+        if not proof_holds(challenge, b64url_decode(proof), bits):
+            self._bad_frame(FrameError(ErrorCode.BAD_PROOF, "the proof does not hold"))
+            return None
+        return bits
 
     def _authenticated(self) -> bool:
         if self._room is None:

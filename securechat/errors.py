@@ -48,3 +48,4 @@ class ErrorCode(enum.StrEnum):
     BINARY_NOT_SUPPORTED = "binary_not_supported"  # a binary frame
     TOO_LARGE = "too_large"  # a ciphertext over the limit
     RATE_LIMITED = "rate_limited"  # over the token bucket or inside the clear cooldown
+    BAD_PROOF = "bad_proof"  # a proof of work that does not hold, or without a challenge

@@ -21,6 +21,12 @@ DEFAULT_MAX_BAD_FRAMES: Final = 10  # bad frames per connection before it is clo
 DEFAULT_PING_INTERVAL: Final = (
     25.0  # seconds; keeps idle sockets up through proxies cutting at 30-60 s
 )
+# New rooms free of a proof of work (securechat/budget.py). A small instance sees a
+# few new rooms an hour; these leave a class of 30 creating theirs at once unpriced.
+DEFAULT_NEW_ROOMS_PER_MINUTE: Final = 10.0  # server-wide, sustained
+DEFAULT_NEW_ROOMS_BURST: Final = 30  # server-wide, at once
+DEFAULT_SOURCE_NEW_ROOMS_PER_MINUTE: Final = 4.0  # per source address, sustained
+DEFAULT_SOURCE_NEW_ROOMS_BURST: Final = 10  # per source address, at once
 
 # Fixed bounds.
 MIN_CIPHERTEXT: Final = 17  # AES-GCM: at least one byte of ciphertext plus the 16-byte tag

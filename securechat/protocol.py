@@ -5,7 +5,8 @@ Client to server (JSON text frames):
     ===============  ==========================================  ===========================
     type             fields                                      meaning
     ===============  ==========================================  ===========================
-    hello            auth (base64url, 32 bytes)                  first frame: the access token
+    hello            auth (base64url, 32 bytes),                 first frame: the access token
+                     proof (base64url, 1..16 bytes, optional)    answers a challenge
     message          iv (base64url, 12 bytes),                   an encrypted chat message
                      ciphertext (base64url, 17 bytes..limit)
     clear_history    -                                           delete the room's history
@@ -14,6 +15,7 @@ Client to server (JSON text frames):
 Server to client:
 
     ===============  ==========================================  ===========================
+    challenge        challenge (base64url, 16 bytes), bits       a new room needs a proof
     history          messages (message envelopes, oldest first)  after a valid hello
     system           event, clientId, participants               connected/joined/left/cleared
     message          id, from, sentAt, iv, ciphertext            a relayed message
@@ -36,6 +38,7 @@ import msgspec
 
 from securechat.errors import ErrorCode
 from securechat.limits import AUTH_TOKEN_BYTES, IV_BYTES, MIN_CIPHERTEXT
+from securechat.pow import MAX_NONCE_BYTES
 
 RoomId = NewType("RoomId", str)
 ClientId = NewType("ClientId", str)
@@ -62,6 +65,8 @@ def parse_client_id(text: str) -> ClientId | None:
 
 class Hello(msgspec.Struct, tag="hello", forbid_unknown_fields=True, frozen=True):
     auth: Base64Url
+    # Only after a ``challenge``; absent otherwise (``null`` is refused, like any bad type).
+    proof: Base64Url | msgspec.UnsetType = msgspec.UNSET
 
 
 class SendMessage(msgspec.Struct, tag="message", forbid_unknown_fields=True, frozen=True):
@@ -106,10 +111,17 @@ def decode_frame(data: str | bytes | None, max_ciphertext: int) -> ClientMessage
     except msgspec.DecodeError:
         return FrameError(ErrorCode.BAD_JSON, "the frame is not valid JSON")
     match message:
-        case Hello(auth=auth):
+        case Hello(auth=auth, proof=proof):
             if _b64url_len(auth) != AUTH_TOKEN_BYTES:
                 return FrameError(
                     ErrorCode.BAD_ENVELOPE, f"auth must be {AUTH_TOKEN_BYTES} bytes in base64url"
+                )
+            if not isinstance(proof, msgspec.UnsetType) and not (
+                1 <= (_b64url_len(proof) or 0) <= MAX_NONCE_BYTES
+            ):
+                return FrameError(
+                    ErrorCode.BAD_ENVELOPE,
+                    f"proof must be 1 to {MAX_NONCE_BYTES} bytes in base64url",
                 )
         case SendMessage(iv=iv, ciphertext=ciphertext):
             if _b64url_len(iv) != IV_BYTES:
@@ -167,6 +179,10 @@ def b64url_decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def b64url_encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
 # ----- server to client -------------------------------------------------------------
 
 
@@ -202,7 +218,14 @@ class Error(msgspec.Struct, tag="error", frozen=True):
     message: str
 
 
-ServerMessage = MessageOut | History | System | HistoryCleared | Error
+class Challenge(msgspec.Struct, tag="challenge", frozen=True):
+    """A new room under pressure: answer with a hello that carries a proof."""
+
+    challenge: str  # base64url of pow.CHALLENGE_BYTES random bytes, this connection's own
+    bits: int
+
+
+ServerMessage = MessageOut | History | System | HistoryCleared | Error | Challenge
 
 _encoder: Final = msgspec.json.Encoder()
 

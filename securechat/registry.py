@@ -15,6 +15,7 @@ from typing import Final, final
 
 import trio
 
+from securechat.budget import CreationBudget
 from securechat.errors import CloseCode
 from securechat.limits import INBOX_COMMANDS, SWEEP_INTERVAL_SECONDS
 from securechat.log import room_tag
@@ -36,6 +37,14 @@ class RegistryStatistics:
 
 
 @final
+@dataclass(frozen=True, slots=True)
+class ProofNeeded:
+    """A new room's hello was not admitted: it needs a proof of this many bits."""
+
+    bits: int
+
+
+@final
 class Registry:
     """Owns the set of live rooms and the set of open connections.
 
@@ -44,9 +53,15 @@ class Registry:
     """
 
     def __init__(
-        self, storage: Storage, settings: RoomSettings, max_rooms: int, nursery: trio.Nursery
+        self,
+        storage: Storage,
+        settings: RoomSettings,
+        max_rooms: int,
+        nursery: trio.Nursery,
+        budget: CreationBudget | None = None,
     ) -> None:
         self._storage = storage
+        self._budget = budget  # None: new rooms are always free (tests of other parts)
         self._settings = settings
         self._max_rooms = max_rooms
         self._nursery = nursery
@@ -72,19 +87,47 @@ class Registry:
                 self._all_closed.set()
 
     async def join(
-        self, room_id: RoomId, member: Member, verifier: bytes
-    ) -> trio.MemorySendChannel[Command] | None:
+        self,
+        room_id: RoomId,
+        member: Member,
+        verifier: bytes,
+        *,
+        source: str | None = None,
+        proof_bits: int = 0,
+    ) -> trio.MemorySendChannel[Command] | ProofNeeded | None:
         """Ask the room to admit ``member``; return its inbox, or None if refused here.
+
+        A room that does not exist yet is new: it is charged to the creation
+        budget, and when the budget asks for more than ``proof_bits`` (the proof
+        the hello carried), nothing is started and ``ProofNeeded`` says the price.
+        A room that exists, live or stored, is never priced. ``source`` is the
+        connection's address, or None; it is used here and never kept elsewhere.
 
         The room answers by delivering history to the member or by evicting it.
         """
+        priced = False
         for _ in range(2):
             inbox = self._rooms.get(room_id)
             if inbox is None:
+                # Capacity first: no client is asked to work only to be refused.
                 if len(self._rooms) >= self._max_rooms:
                     await self._refuse_over_capacity(room_id, member, verifier)
                     return None
-                inbox = self._start(room_id)
+                if self._budget is not None and not priced and await self._is_new(room_id):
+                    now = trio.current_time()
+                    bits = self._budget.bits(source, now)
+                    if bits > proof_bits:
+                        return ProofNeeded(bits)
+                    # No checkpoint since the price: it is the price that is charged.
+                    self._budget.charge(source, now)
+                priced = True  # a retry below is the same room: priced once
+                # The storage call checkpoints: look again.
+                inbox = self._rooms.get(room_id)
+                if inbox is None:
+                    if len(self._rooms) >= self._max_rooms:
+                        await self._refuse_over_capacity(room_id, member, verifier)
+                        return None
+                    inbox = self._start(room_id)
             try:
                 await inbox.send(Join(member, verifier))
             except trio.BrokenResourceError:
@@ -92,6 +135,10 @@ class Registry:
             return inbox
         member.evict(CloseCode.INTERNAL)
         return None
+
+    async def _is_new(self, room_id: RoomId) -> bool:
+        # A room exists once its first hello registered a verifier.
+        return await self._storage.load_verifier(room_id) is None
 
     async def _refuse_over_capacity(self, room_id: RoomId, member: Member, verifier: bytes) -> None:
         # A wrong token is reported before capacity, as in a running room.

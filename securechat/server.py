@@ -15,6 +15,7 @@ from hypercorn.protocol import ws_stream
 
 from securechat import boundary
 from securechat.app import create_app
+from securechat.budget import BudgetSettings, CreationBudget
 from securechat.capacity import (
     ConnectionGauge,
     effective_max_connections,
@@ -112,7 +113,16 @@ async def serve(
             settings = RoomSettings(
                 history_cap=config.history, max_participants=config.max_participants
             )
-            registry = Registry(storage, settings, config.max_rooms, nursery)
+            budget = CreationBudget(
+                BudgetSettings(
+                    rooms_per_minute=config.new_rooms_per_minute,
+                    burst=config.new_rooms_burst,
+                    source_rooms_per_minute=config.source_new_rooms_per_minute,
+                    source_burst=config.source_new_rooms_burst,
+                ),
+                trio.current_time(),
+            )
+            registry = Registry(storage, settings, config.max_rooms, nursery, budget)
             app = SecurityHeaders(create_app(config, registry))
             stop_http = trio.Event()
             http_done = trio.Event()

@@ -24,6 +24,18 @@ def hkdf(secret: bytes, info: str) -> bytes:
     return kdf.derive(secret)
 
 
+def first_proof(challenge: bytes, bits: int) -> dict[str, object]:
+    """The first 8-byte little-endian counter whose SHA-256(challenge || nonce) holds."""
+    counter = 0
+    while True:
+        nonce = counter.to_bytes(8, "little")
+        digest = hashlib.sha256(challenge + nonce).digest()
+        if int.from_bytes(digest, "big") >> (256 - bits) == 0:
+            nonce_text, hex_digest = b64url(nonce), digest.hex()
+            return {"bits": bits, "counter": counter, "nonce": nonce_text, "digestHex": hex_digest}
+        counter += 1
+
+
 def build() -> dict[str, object]:
     secret = bytes(range(32))
     room_id = b64url(bytes(range(0xA0, 0xB0)))
@@ -34,6 +46,7 @@ def build() -> dict[str, object]:
     plaintext = '{"text":"hello, world","mid":"AAECAwQFBgcICQoL","ts":1764000000000,"name":"Alice"}'
     aad = f"securechat/v1|{room_id}|{client_id}"
     ciphertext = AESGCM(message_key).encrypt(iv, plaintext.encode("utf-8"), aad.encode("utf-8"))
+    challenge = bytes(range(0x10, 0x20))
     return {
         "secret": b64url(secret),
         "roomId": room_id,
@@ -52,6 +65,11 @@ def build() -> dict[str, object]:
             "additionalData": aad,
             "plaintext": plaintext,
             "ciphertext": b64url(ciphertext),
+        },
+        "proof": {
+            "challengeHex": challenge.hex(),
+            "challenge": b64url(challenge),
+            "found": [first_proof(challenge, bits) for bits in (0, 6, 8, 12, 16, 20)],
         },
     }
 

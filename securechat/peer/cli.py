@@ -14,7 +14,14 @@ from typing import Final
 import trio
 
 from securechat.peer.display import json_line, line
-from securechat.peer.events import ChatMessage, Disconnected, ServerError, Stopped, Unreadable
+from securechat.peer.events import (
+    Challenged,
+    ChatMessage,
+    Disconnected,
+    ServerError,
+    Stopped,
+    Unreadable,
+)
 from securechat.peer.keys import MAX_NAME_CHARS, check_outgoing
 from securechat.peer.link import DEFAULT_SERVER, InviteLink, LinkError, new_link, parse_link
 from securechat.peer.session import NotConnected, Session, open_session
@@ -26,6 +33,7 @@ SEND_SECONDS: Final = 30.0  # ``send`` gives up if the echo has not come by then
 FLUSH_SECONDS: Final = 10.0  # ``chat`` waits this long for echoes when stdin ends
 INTERRUPTED: Final = 130  # the shell's status for a process ended by SIGINT
 CHAT_HELP: Final = "commands: /clear (clear the room's history), /who, /quit"
+SECURING: Final = "securing the room…"  # a new room on a busy server: a proof of work
 
 
 def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -180,6 +188,8 @@ async def _chat(link: InviteLink, identity: Identity) -> int:
                 if isinstance(event, Stopped):
                     status = _fail(event.reason)
                     break
+                if isinstance(event, Challenged):
+                    _note(SECURING)
                 text = line(event, session.client_id)
                 if text is not None:
                     _say(text)
@@ -240,6 +250,8 @@ async def _send(link: InviteLink, identity: Identity, text: str) -> int:
                         return _fail(reason)
                     case ServerError() | Disconnected():
                         _note(line(event, session.client_id))
+                    case Challenged():
+                        _note(SECURING)
                     case _:
                         pass
     return _fail(f"the server did not confirm the message within {SEND_SECONDS:.0f} s")
@@ -257,6 +269,8 @@ async def _tail(link: InviteLink, identity: Identity) -> int:
                     return _fail(reason)
                 case ServerError() | Disconnected():
                     _note(line(event, session.client_id))
+                case Challenged():
+                    _note(SECURING)
                 case _:
                     pass
     return 0

@@ -13,7 +13,9 @@ from typing import Final, final
 
 import msgspec
 
+from securechat.peer.b64 import b64url_decode, b64url_encode
 from securechat.peer.events import (
+    Challenged,
     ChatMessage,
     Cleared,
     Event,
@@ -22,7 +24,9 @@ from securechat.peer.events import (
     Unreadable,
 )
 from securechat.peer.keys import Plaintext, RoomKeys, check_outgoing, new_mid
+from securechat.peer.pow import MAX_CHALLENGE_BITS
 from securechat.protocol import (
+    Challenge,
     ClientId,
     Error,
     History,
@@ -84,9 +88,12 @@ class Conversation:
         self._pending: dict[str, Plaintext] = {}
         self.participants: tuple[ClientId, ...] = ()
 
-    def hello(self) -> str:
-        """The first frame of every connection."""
-        return _encoder.encode({"type": "hello", "auth": self.keys.auth}).decode()
+    def hello(self, proof: bytes | None = None) -> str:
+        """The first frame of every connection; again with ``proof`` after a challenge."""
+        envelope = {"type": "hello", "auth": self.keys.auth}
+        if proof is not None:
+            envelope["proof"] = b64url_encode(proof)
+        return _encoder.encode(envelope).decode()
 
     def compose(self, text: str) -> tuple[str, str]:
         """Encrypt ``text`` as a new message; return its ``mid`` and the frame to send.
@@ -146,6 +153,8 @@ class Conversation:
                 return [Cleared(by)]
             case Error(code=code, message=message):
                 return [ServerError(code, message)]
+            case Challenge(challenge=challenge, bits=bits):
+                return [_challenged(challenge, bits)]
 
     def _message(self, envelope: MessageOut, from_history: bool) -> Event | None:
         if not self._seen.add(("id", envelope.id)):
@@ -174,3 +183,14 @@ class Conversation:
         sealed = self.keys.seal(plaintext, self.client_id)
         envelope = {"type": "message", "iv": sealed.iv, "ciphertext": sealed.ciphertext}
         return _encoder.encode(envelope).decode()
+
+
+def _challenged(challenge: str, bits: int) -> Event:
+    """A challenge to solve, or an error for one no client should try."""
+    try:
+        raw = b64url_decode(challenge)
+    except ValueError:
+        raw = b""
+    if not raw or not 0 <= bits <= MAX_CHALLENGE_BITS:
+        return ServerError("bad_challenge", f"a challenge this client will not solve ({bits} bits)")
+    return Challenged(raw, bits)

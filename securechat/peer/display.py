@@ -11,6 +11,7 @@ import time
 from typing import Final
 
 from securechat.peer.events import (
+    Challenged,
     ChatMessage,
     Cleared,
     Disconnected,
@@ -68,7 +69,7 @@ def line(event: Event, me: str) -> str | None:
             return f"! the server dropped a frame: {clean(message)} ({clean(code)})"
         case Disconnected(reason=reason, retry_in=retry_in):
             return f"! {reason}; reconnecting in {retry_in:.1f} s"
-        case Stopped():
+        case Challenged() | Stopped():
             return None
     return None
 

@@ -62,6 +62,19 @@ class ServerError:
 
 @final
 @dataclass(frozen=True, slots=True)
+class Challenged:
+    """The room is new and the server is busy: a proof of work is due before joining.
+
+    The session solves it by itself and says hello again; ``bits`` is its difficulty
+    (about 2**bits hashes).
+    """
+
+    challenge: bytes
+    bits: int
+
+
+@final
+@dataclass(frozen=True, slots=True)
 class Disconnected:
     """The connection was lost; the session tries again in ``retry_in`` seconds."""
 
@@ -83,4 +96,13 @@ class Stopped:
     reason: str
 
 
-Event = ChatMessage | Unreadable | Presence | Cleared | ServerError | Disconnected | Stopped
+Event = (
+    ChatMessage
+    | Unreadable
+    | Presence
+    | Cleared
+    | ServerError
+    | Challenged
+    | Disconnected
+    | Stopped
+)

@@ -13,6 +13,9 @@ Close codes decide what happens when a connection ends:
     HTTP 4xx at the handshake    stops (a malformed clientId or a refused Origin)
     ===========================  =====================================================
 
+A ``challenge`` (a new room while the server's budget for new rooms is spent)
+is reported as ``Challenged``, solved in place and answered with a second hello.
+
 All tasks live in the nursery of ``open_session``; leaving its ``async with``
 cancels them and closes the socket.
 """
@@ -34,9 +37,17 @@ from trio_websocket import (
 
 from securechat.errors import CloseCode
 from securechat.peer.conversation import Conversation
-from securechat.peer.events import Disconnected, Event, Presence, ServerError, Stopped
+from securechat.peer.events import (
+    Challenged,
+    Disconnected,
+    Event,
+    Presence,
+    ServerError,
+    Stopped,
+)
 from securechat.peer.keys import RoomKeys
 from securechat.peer.link import InviteLink
+from securechat.peer.pow import SLICE_HASHES, solve_some
 from securechat.peer.transport import open_room_socket
 from securechat.protocol import ClientId
 
@@ -239,6 +250,9 @@ class Session:
                 self._resend_due = True
                 nursery.start_soon(self._resend_later, ws)
             await self._events.send(event)
+            if isinstance(event, Challenged):
+                # A new room on a busy server: pay, then say hello again.
+                await ws.send_message(self.conversation.hello(await solve(event)))
         self._progress.set()
         self._progress = trio.Event()
 
@@ -259,6 +273,19 @@ class Session:
             if wait.cancelled_caught:
                 scope.cancel()
                 return
+
+
+async def solve(challenge: Challenged) -> bytes:
+    """Find the proof for ``challenge``, in slices with a checkpoint between them.
+
+    At the difficulties a server asks (docs/protocol.md) this takes at most seconds;
+    the server's own timeout bounds it, and cancellation stops it between slices.
+    """
+    start = 0
+    while (nonce := solve_some(challenge.challenge, challenge.bits, start, SLICE_HASHES)) is None:
+        start += SLICE_HASHES
+        await trio.lowlevel.checkpoint()
+    return nonce
 
 
 def _describe(exc: BaseException) -> str:
