@@ -10,6 +10,7 @@ import trio.testing
 from securechat.errors import CloseCode
 from securechat.limits import OUTBOX_FRAMES, OUTBOX_HIGH_WATER, ROOM_GRACE_SECONDS, STALL_SECONDS
 from securechat.member import Member
+from securechat.memory import MemoryStorage
 from securechat.protocol import ClientId, RoomId
 from securechat.room import (
     ClearRequest,
@@ -22,7 +23,7 @@ from securechat.room import (
     RoomRules,
     RoomSettings,
 )
-from securechat.storage import Append, MemoryStorage, RoomRecord, Storage, Write
+from securechat.storage import Append, RoomRecord, Storage, Write
 
 ROOM = RoomId("room")
 VERIFIER = b"v" * 32
@@ -58,8 +59,10 @@ class GatedStorage:
     def __init__(self) -> None:
         self._inner = MemoryStorage()
         self.gate = trio.Event()
+        self.quota = self._inner.quota
+        self.load_meta = self._inner.load_meta
         self.load = self._inner.load
-        self.load_verifier = self._inner.load_verifier
+        self.load_history = self._inner.load_history
         self.sweep = self._inner.sweep
         self.close = self._inner.close
 
@@ -123,7 +126,7 @@ async def test_history_cap_and_ids(nursery: trio.Nursery) -> None:
     messages = [f for f in alice.frames() if f["type"] == "message"]
     assert [m["id"] for m in messages] == [1, 2, 3, 4, 5]
     record = await storage.load(ROOM)
-    assert [m.id for m in record.history] == [3, 4, 5]
+    assert [m.id for m in await storage.load_history(ROOM)] == [3, 4, 5]
     assert record.last_id == 5
     late = Probe("later")
     await inbox.send(Join(late.member, VERIFIER))
@@ -170,7 +173,7 @@ async def test_clear(nursery: trio.Nursery) -> None:
     await inbox.send(ClearRequest(alice.member))
     await trio.testing.wait_all_tasks_blocked()
     assert [f["type"] for f in alice.frames()][-2:] == ["history_cleared", "system"]
-    assert (await storage.load(ROOM)).history == []
+    assert await storage.load_history(ROOM) == []
 
 
 async def test_a_full_outbox_evicts_without_blocking(nursery: trio.Nursery) -> None:
@@ -212,16 +215,19 @@ async def test_a_congested_member_pauses_posts_until_it_catches_up(nursery: trio
     assert (await storage.load(ROOM)).last_id == 1
 
 
+EMPTY_HISTORY = '{"type":"history","messages":[]}'  # what the actor would have read
+
+
 def apply(rules: RoomRules, command: Command, now_ms: int) -> Outcome:
     out = Outcome()
     rules.apply(command, now_ms, out)
-    out.carry_out()
+    out.carry_out(EMPTY_HISTORY)
     return out
 
 
 def room_of(*names: str) -> tuple[RoomRules, list[Probe]]:
     """The rules of a room these members have joined, with what joining sent them read."""
-    rules = RoomRules(RoomRecord(verifier=None, last_id=0, history=[]), SETTINGS)
+    rules = RoomRules(RoomRecord(), SETTINGS)
     probes = [Probe(name, OUTBOX_FRAMES) for name in names]
     for probe in probes:
         apply(rules, Join(probe.member, VERIFIER), 0)
@@ -286,7 +292,7 @@ def test_one_batch_never_overfills_an_outbox() -> None:
     out = Outcome()
     for i in range(40):
         rules.apply(Post((alice, bob)[i % 2].member, IV, f"c{i}"), 0, out)
-    out.carry_out()
+    out.carry_out(EMPTY_HISTORY)
     assert len(out.writes) == OUTBOX_HIGH_WATER
     for probe in (alice, bob):
         assert probe.member.close_code is None
@@ -342,7 +348,9 @@ class BrokenStorage:
 
     def __init__(self) -> None:
         inner = MemoryStorage()
-        self.load_verifier = inner.load_verifier
+        self.quota = inner.quota
+        self.load_meta = inner.load_meta
+        self.load_history = inner.load_history
         self.write = inner.write
         self.sweep = inner.sweep
         self.close = inner.close

@@ -8,20 +8,19 @@ import pytest
 import trio
 import trio.lowlevel
 
-from securechat import storage as storage_module
+from securechat import sqlite as storage_module
+from securechat.memory import MemoryStorage
 from securechat.protocol import ClientId, MessageOut, RoomId
-from securechat.storage import (
-    Append,
-    Clear,
-    MemoryStorage,
-    SetVerifier,
-    SqliteStorage,
-    Storage,
-    StorageError,
-)
+from securechat.sqlite import SqliteStorage
+from securechat.storage import Append, Clear, Retention, SetVerifier, Storage, StorageError
 
 ROOM = RoomId("room")
 OTHER = RoomId("other")
+
+
+def retention(kept_ms: int) -> Retention:
+    """Every room, confirmed or not, kept ``kept_ms`` after its last activity."""
+    return Retention(confirmed_ms=kept_ms, unconfirmed_ms=kept_ms, tombstone_ms=kept_ms)
 
 
 def message(i: int) -> MessageOut:
@@ -45,10 +44,10 @@ async def test_batches_and_cap(storage: Storage) -> None:
     record = await storage.load(ROOM)
     assert record.verifier == b"v" * 32
     assert record.last_id == 5
-    assert [m.ciphertext for m in record.history] == ["c3", "c4", "c5"]
+    assert [m.ciphertext for m in await storage.load_history(ROOM)] == ["c3", "c4", "c5"]
     await storage.write(ROOM, [Clear(), Append(message(6), keep=3)], 2)
     record = await storage.load(ROOM)
-    assert [m.id for m in record.history] == [6]
+    assert [m.id for m in await storage.load_history(ROOM)] == [6]
     assert record.last_id == 6
     storage.close()
 
@@ -61,20 +60,20 @@ async def test_a_clear_inside_a_batch_drops_only_what_came_before_it(storage: St
     await storage.write(ROOM, [Append(message(4), keep=10), Clear()], 3)
     record = await storage.load(ROOM)
     assert record.verifier == b"v" * 32  # later batches leave the verifier alone
-    assert record.history == []
+    assert await storage.load_history(ROOM) == []
     assert record.last_id == 4  # ids keep counting up after a clear
     await storage.write(ROOM, [Append(message(5), keep=10)], 4)
-    assert [m.id for m in (await storage.load(ROOM)).history] == [5]
+    assert [m.id for m in (await storage.load_history(ROOM))] == [5]
     storage.close()
 
 
 async def test_sweep_keeps_active_and_recent_rooms(storage: Storage) -> None:
     await storage.write(ROOM, [SetVerifier(b"v" * 32), Append(message(1), keep=10)], now_ms=1_000)
     await storage.write(OTHER, [SetVerifier(b"w" * 32)], now_ms=1_000)
-    assert await storage.sweep(cutoff_ms=500, active=set()) == 0
-    assert await storage.sweep(cutoff_ms=2_000, active={OTHER}) == 1
+    assert await storage.sweep(1_500, retention(1_000), active=set()) == 0
+    assert await storage.sweep(2_500, retention(500), active={OTHER}) == 1
     assert (await storage.load(ROOM)).verifier is None
-    assert (await storage.load(ROOM)).history == []
+    assert (await storage.load_history(ROOM)) == []
     assert (await storage.load(OTHER)).verifier == b"w" * 32
     storage.close()
 
@@ -101,7 +100,7 @@ async def test_a_room_that_starts_during_a_sweep_keeps_its_state(
     for room in rooms:
         await storage.write(room, [SetVerifier(room.encode().ljust(32, b"."))], now_ms=1)
     active = _StartsWhenAsked(trigger=rooms[0], starter=rooms[2])
-    assert await storage.sweep(cutoff_ms=2, active=active) == 2
+    assert await storage.sweep(3, retention(1), active=active) == 2
     assert [(await storage.load(room)).verifier is not None for room in rooms] == [
         False,
         False,
@@ -129,7 +128,7 @@ async def test_checkpoints_run_on_the_storage_thread_only(
     monkeypatch.setattr(storage_module, "CHECKPOINT_COMMITS", 1)
     await storage.write(ROOM, [Append(message(1500), keep=10_000)], 1500)
     # The thread serves calls in order: once this load is back, the checkpoint is done.
-    assert len((await storage.load(ROOM)).history) == 1500
+    assert len(await storage.load_history(ROOM)) == 1500
     assert _database_pages(data) > empty
     storage.close()
 
@@ -150,7 +149,15 @@ async def test_the_file_is_private_and_holds_no_more_than_documented(tmp_path: P
     }
     db.close()
     assert columns == {
-        "rooms": ["room_id", "verifier", "last_id", "last_active"],
+        "rooms": [
+            "room_id",
+            "verifier",
+            "last_id",
+            "last_active",
+            "creator",
+            "confirmed_at",
+            "swept_at",
+        ],
         "messages": ["room_id", "id", "sender", "sent_at", "iv", "ciphertext"],
     }
 
@@ -203,6 +210,6 @@ async def test_a_failing_batch_fails_alone(tmp_path: Path) -> None:
         nursery.start_soon(bad)
         nursery.start_soon(good, ROOM, 2)
     assert len(failures) == 1
-    assert [m.id for m in (await storage.load(ROOM)).history] == [1, 2]
-    assert [m.id for m in (await storage.load(OTHER)).history] == [1]
+    assert [m.id for m in (await storage.load_history(ROOM))] == [1, 2]
+    assert [m.id for m in (await storage.load_history(OTHER))] == [1]
     storage.close()
