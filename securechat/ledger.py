@@ -33,7 +33,7 @@ class HistoryLedger:
         many messages the room keeps with the new one (the ``Append``'s ``keep``)
         and the bytes storage grows by, or None if it cannot be stored. Normally the
         cap drops the oldest message; when the new one would take storage to its
-        quota, the room's own older messages must pay for it, oldest first, so
+        quota, the room's own older messages make room for it, oldest first, so
         existing rooms keep working at the quota while the total cannot grow.
         """
         if self._cap == 0:
@@ -41,12 +41,11 @@ class HistoryLedger:
         sizes = self.sizes
         kept = min(len(sizes), self._cap - 1)  # older messages that stay
         freed = sum(sizes[i] for i in range(len(sizes) - kept))
-        if self._quota.bytes_full(pending + size - freed):
-            while kept and freed < size:
-                freed += sizes[len(sizes) - kept]
-                kept -= 1
-            if freed < size:
-                return None
+        while kept and self._quota.bytes_full(pending + size - freed):
+            freed += sizes[len(sizes) - kept]
+            kept -= 1
+        if self._quota.bytes_full(pending + size - freed) and freed < size:
+            return None  # over the quota even alone, and it would grow the total
         for _ in range(len(sizes) - kept):
             sizes.popleft()
         sizes.append(size)
