@@ -104,7 +104,9 @@ async def serve(
     ``OSError`` (inside an exception group) when the address cannot be bound.
     """
     ws_stream.Handshake = _UncompressedHandshake  # type: ignore[misc]
-    quota = Quota(max_bytes=config.max_storage_mb * MIB, max_rooms=config.max_stored_rooms)
+    # A maximal message, base64url'd, with its IV, sender and row: 2 x is generous.
+    reserve = 2 * config.max_ciphertext
+    quota = Quota(config.max_storage_mb * MIB, config.max_stored_rooms, reserve_bytes=reserve)
     storage: Storage = (
         MemoryStorage(quota) if config.ephemeral else SqliteStorage(config.data_dir, quota)
     )

@@ -109,11 +109,14 @@ class Quota:
     them (same thread, so every read sees whole commits).
     """
 
-    __slots__ = ("max_bytes", "max_rooms", "stored_bytes", "stored_rooms")
+    __slots__ = ("max_bytes", "max_rooms", "reserve_bytes", "stored_bytes", "stored_rooms")
 
-    def __init__(self, max_bytes: int, max_rooms: int) -> None:
+    def __init__(self, max_bytes: int, max_rooms: int, reserve_bytes: int = 0) -> None:
         self.max_bytes = max_bytes
         self.max_rooms = max_rooms
+        # Rooms at the quota keep the total just under it, so "full" for a new room
+        # means: less left than one maximal message would take.
+        self.reserve_bytes = reserve_bytes
         self.stored_bytes = 0
         self.stored_rooms = 0  # tombstones included: each is a row
 
@@ -123,7 +126,10 @@ class Quota:
 
     def rooms_full(self) -> bool:
         """Whether a new room must be refused (4507)."""
-        return self.stored_rooms >= self.max_rooms or self.stored_bytes >= self.max_bytes
+        return (
+            self.stored_rooms >= self.max_rooms
+            or self.stored_bytes + self.reserve_bytes >= self.max_bytes
+        )
 
     def bytes_full(self, pending: int = 0) -> bool:
         """Whether storage is at its byte limit, counting ``pending`` bytes not yet committed."""

@@ -154,7 +154,7 @@ class Peer:
 
 async def connect(
     nursery: trio.Nursery,
-    server: ServerHandle,
+    server: Urls,
     room_id: str,
     client_id: str | None = None,
     headers: list[tuple[bytes, bytes]] | None = None,
@@ -186,7 +186,7 @@ async def _open(
 
 async def joined_peer(
     nursery: trio.Nursery,
-    server: ServerHandle,
+    server: Urls,
     room_id: str,
     token: str,
     client_id: str | None = None,
