@@ -20,6 +20,9 @@ class Config:
     burst: int = limits.DEFAULT_BURST
     hello_timeout: float = limits.DEFAULT_HELLO_TIMEOUT
     retention_days: int = limits.DEFAULT_RETENTION_DAYS
+    unconfirmed_retention_hours: int = limits.DEFAULT_UNCONFIRMED_RETENTION_HOURS
+    max_storage_mb: int = limits.DEFAULT_MAX_STORAGE_MB
+    max_stored_rooms: int = limits.DEFAULT_MAX_STORED_ROOMS
     max_ciphertext: int = limits.DEFAULT_MAX_CIPHERTEXT
     max_frame: int = limits.DEFAULT_MAX_FRAME
     max_bad_frames: int = limits.DEFAULT_MAX_BAD_FRAMES

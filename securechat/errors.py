@@ -19,6 +19,7 @@ class CloseCode(enum.IntEnum):
     ROOM_FULL = 4409  # the room has its maximum of participants
     RATE_ABUSE = 4429  # sustained sending over the rate limit
     TOO_MANY_ROOMS = 4503  # the server has its maximum of active rooms
+    STORAGE_FULL = 4507  # the storage quota is reached: no new rooms
 
 
 CLOSE_REASONS: Final[dict[CloseCode, str]] = {
@@ -33,6 +34,7 @@ CLOSE_REASONS: Final[dict[CloseCode, str]] = {
     CloseCode.ROOM_FULL: "room full",
     CloseCode.RATE_ABUSE: "rate limit abused",
     CloseCode.TOO_MANY_ROOMS: "too many active rooms",
+    CloseCode.STORAGE_FULL: "server storage full: no new rooms",
 }
 
 

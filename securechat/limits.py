@@ -6,6 +6,7 @@ The command line can change the ones in ``Config``; the rest are fixed here.
 from typing import Final
 
 KIB: Final = 1024
+MIB: Final = 1024 * KIB
 
 # Configurable defaults (see config.Config and ``securechat serve --help``).
 DEFAULT_HISTORY: Final = 10  # messages kept per room: the original design's figure
@@ -27,6 +28,12 @@ DEFAULT_NEW_ROOMS_PER_MINUTE: Final = 10.0  # server-wide, sustained
 DEFAULT_NEW_ROOMS_BURST: Final = 30  # server-wide, at once
 DEFAULT_SOURCE_NEW_ROOMS_PER_MINUTE: Final = 4.0  # per source address, sustained
 DEFAULT_SOURCE_NEW_ROOMS_BURST: Final = 10  # per source address, at once
+# MiB of stored rooms and messages (counted, not measured on disk): a small VPS has
+# 10-25 GB of disk, and 1 GiB holds some 300,000 rooms of ten short messages, or
+# 2,400 rooms full of maximal ones, with room left for the OS, logs and the WAL.
+DEFAULT_MAX_STORAGE_MB: Final = 1024
+DEFAULT_MAX_STORED_ROOMS: Final = 100_000  # rooms and tombstones: 10 x --max-rooms, ~15 MB
+DEFAULT_UNCONFIRMED_RETENTION_HOURS: Final = 24  # a link's second person comes within a day
 
 # Fixed bounds.
 MIN_CIPHERTEXT: Final = 17  # AES-GCM: at least one byte of ciphertext plus the 16-byte tag
@@ -41,6 +48,8 @@ ABUSE_WINDOW_SECONDS: Final = 10.0  # window for counting rate-limited frames
 ABUSE_THRESHOLD: Final = 100  # rate-limited frames within the window that close the socket
 CLEAR_COOLDOWN_SECONDS: Final = 3.0  # one clear_history per connection per this many seconds
 SWEEP_INTERVAL_SECONDS: Final = 3600.0  # how often expired rooms are deleted
+TOMBSTONE_DAYS: Final = 90  # a swept confirmed room's verifier stays: its link still works
+ACTIVE_MARK_SECONDS: Final = 600.0  # a join marks its room active at most this often
 SHUTDOWN_CLOSE_SECONDS: Final = 2.0  # time given to sockets to send their 1001 on shutdown
 
 # The transport boundary (securechat/boundary.py, securechat/capacity.py).

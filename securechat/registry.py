@@ -4,6 +4,12 @@ Rooms run as tasks in the registry's nursery. A room that raises is logged and
 closed (its members get 1011 and reconnect to a fresh actor); it never cancels
 another room or the server. The registry also tracks every open connection so
 that shutdown can close each one with 1001.
+
+Admission of a room that is not live asks storage once (``Storage.load_meta``):
+a wrong token is refused before anything starts (4401); a new room needs room in
+the storage quota (4507) and a live slot (4503); a room that exists and was
+confirmed by a second clientId gets a slot even at ``--max-rooms``, by closing the
+least valuable live room (see ``RoomRules.reclaimable``) with 4503.
 """
 
 import hmac
@@ -22,11 +28,9 @@ from securechat.log import room_tag
 from securechat.member import Member
 from securechat.protocol import RoomId
 from securechat.room import Command, Join, Room, RoomSettings, now_ms
-from securechat.storage import Storage
+from securechat.storage import Retention, Storage
 
 logger: Final = logging.getLogger("securechat.registry")
-
-DAY_MS: Final = 86_400_000
 
 
 @final
@@ -42,6 +46,15 @@ class ProofNeeded:
     """A new room's hello was not admitted: it needs a proof of this many bits."""
 
     bits: int
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class _Live:
+    """A running room: where to send its commands, and its actor."""
+
+    inbox: trio.MemorySendChannel[Command]
+    room: Room
 
 
 @final
@@ -65,7 +78,7 @@ class Registry:
         self._settings = settings
         self._max_rooms = max_rooms
         self._nursery = nursery
-        self._rooms: dict[RoomId, trio.MemorySendChannel[Command]] = {}
+        self._rooms: dict[RoomId, _Live] = {}
         self._connections: set[Member] = set()
         self._all_closed = trio.Event()
         self._closing = False
@@ -107,58 +120,86 @@ class Registry:
         """
         priced = False
         for _ in range(2):
-            inbox = self._rooms.get(room_id)
-            if inbox is None:
-                # Capacity first: no client is asked to work only to be refused.
-                if len(self._rooms) >= self._max_rooms:
-                    await self._refuse_over_capacity(room_id, member, verifier)
+            live = self._rooms.get(room_id)
+            if live is None:
+                verdict = await self._admit(room_id, verifier, source, proof_bits, priced)
+                if isinstance(verdict, ProofNeeded):
+                    return verdict
+                if verdict is not None:
+                    member.evict(verdict)
                     return None
-                if self._budget is not None and not priced and await self._is_new(room_id):
-                    now = trio.current_time()
-                    bits = self._budget.bits(source, now)
-                    if bits > proof_bits:
-                        return ProofNeeded(bits)
-                    # No checkpoint since the price: it is the price that is charged.
-                    self._budget.charge(source, now)
                 priced = True  # a retry below is the same room: priced once
-                # The storage call checkpoints: look again.
-                inbox = self._rooms.get(room_id)
-                if inbox is None:
-                    if len(self._rooms) >= self._max_rooms:
-                        await self._refuse_over_capacity(room_id, member, verifier)
-                        return None
-                    inbox = self._start(room_id)
+                # Nothing awaits from _admit's last look to here.
+                live = self._rooms.get(room_id) or self._start(room_id)
             try:
-                await inbox.send(Join(member, verifier))
+                await live.inbox.send(Join(member, verifier))
             except trio.BrokenResourceError:
                 continue  # the room stopped or failed in between: start it afresh
-            return inbox
+            return live.inbox
         member.evict(CloseCode.INTERNAL)
         return None
 
-    async def _is_new(self, room_id: RoomId) -> bool:
-        # A room exists once its first hello registered a verifier.
-        return await self._storage.load_verifier(room_id) is None
+    async def _admit(
+        self,
+        room_id: RoomId,
+        verifier: bytes,
+        source: str | None,
+        proof_bits: int,
+        priced: bool,
+    ) -> CloseCode | ProofNeeded | None:
+        """Whether a room that is not live may start for this hello: None, or why not.
 
-    async def _refuse_over_capacity(self, room_id: RoomId, member: Member, verifier: bytes) -> None:
+        On None the caller starts it (or joins it, if it started meanwhile) before
+        any checkpoint, so the capacity seen here is the capacity it gets, and the
+        price charged is the price seen.
+        """
+        meta = await self._storage.load_meta(room_id)
+        if room_id in self._rooms:
+            return None  # started while storage answered: the room decides
         # A wrong token is reported before capacity, as in a running room.
-        stored = await self._storage.load_verifier(room_id)
-        if stored is not None and not hmac.compare_digest(stored, verifier):
-            member.evict(CloseCode.BAD_TOKEN)
-        else:
-            member.evict(CloseCode.TOO_MANY_ROOMS)
+        if meta is not None and not hmac.compare_digest(meta.verifier, verifier):
+            return CloseCode.BAD_TOKEN
+        if meta is None and self._storage.quota.rooms_full():
+            return CloseCode.STORAGE_FULL
+        # Capacity before the price: no client is asked to work only to be refused.
+        if len(self._rooms) >= self._max_rooms and not (
+            meta is not None and meta.confirmed and self._reclaim_slot()
+        ):
+            return CloseCode.TOO_MANY_ROOMS
+        if meta is None and self._budget is not None and not priced:
+            now = trio.current_time()
+            bits = self._budget.bits(source, now)
+            if bits > proof_bits:
+                return ProofNeeded(bits)
+            self._budget.charge(source, now)
+        return None
 
-    def _start(self, room_id: RoomId) -> trio.MemorySendChannel[Command]:
+    def _reclaim_slot(self) -> bool:
+        """Close the oldest live room whose slot is least valuable; whether there was one.
+
+        A linear scan of the live rooms (some 10,000 attribute reads at the default
+        --max-rooms), only for a confirmed room's hello at capacity.
+        """
+        for room_id, live in self._rooms.items():
+            if live.room.reclaimable:
+                del self._rooms[room_id]  # and stop iterating: the dict changed
+                live.room.close_nowait(CloseCode.TOO_MANY_ROOMS)
+                logger.info("room %s closed to free a slot for a confirmed room", room_tag(room_id))
+                return True
+        return False
+
+    def _start(self, room_id: RoomId) -> _Live:
         send, receive = trio.open_memory_channel[Command](INBOX_COMMANDS)
 
         def forget() -> None:
-            if self._rooms.get(room_id) is send:
+            live = self._rooms.get(room_id)
+            if live is not None and live.inbox is send:
                 del self._rooms[room_id]
 
         room = Room(room_id, receive, self._storage, self._settings, on_idle=forget)
-        self._rooms[room_id] = send
+        live = self._rooms[room_id] = _Live(send, room)
         self._nursery.start_soon(self._supervise, room, forget, name=f"room {room_tag(room_id)}")
-        return send
+        return live
 
     async def _supervise(self, room: Room, forget: Callable[[], None]) -> None:
         tag = room_tag(room.room_id)
@@ -172,15 +213,13 @@ class Registry:
         finally:
             forget()
 
-    async def run_sweeper(self, retention_days: int) -> None:
-        """Delete rooms inactive for longer than ``retention_days``, hourly, forever."""
-        if retention_days <= 0:
-            return
+    async def run_sweeper(self, retention: Retention) -> None:
+        """Delete rooms inactive past ``retention``, hourly, forever."""
         while True:
-            cutoff = now_ms() - retention_days * DAY_MS
-            removed = await self._storage.sweep(cutoff, self._rooms.keys())  # live: see sweep
+            # Live rooms are spared: a room in use is active whether or not it writes.
+            removed = await self._storage.sweep(now_ms(), retention, self._rooms.keys())
             if removed:
-                logger.info("deleted %d inactive rooms", removed)
+                logger.info("deleted the history of %d inactive rooms", removed)
             await trio.sleep(SWEEP_INTERVAL_SECONDS)
 
     async def shutdown(self) -> None:

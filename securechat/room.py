@@ -6,11 +6,14 @@ actor: the one task that owns a ``RoomRules``, reads commands from its inbox in
 batches, commits the batch's writes in one transaction, and only then delivers.
 Nothing is relayed before it is durable, and nothing is relayed while a member is
 too far behind to take it: the sender is told to try again instead.
+A live room keeps no messages in memory, only their sizes: a joiner's history is
+read from storage once the batch that admitted it has committed.
 """
 
+import enum
 import hmac
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, final
@@ -18,6 +21,7 @@ from typing import Final, final
 import trio
 
 from securechat.errors import CloseCode, ErrorCode
+from securechat.ledger import HistoryLedger, Lifecycle
 from securechat.limits import ROOM_GRACE_SECONDS, STALL_SECONDS
 from securechat.member import Member
 from securechat.protocol import (
@@ -32,7 +36,16 @@ from securechat.protocol import (
     encode,
     encode_error,
 )
-from securechat.storage import Append, Clear, RoomRecord, SetVerifier, Storage, Write
+from securechat.storage import (
+    Append,
+    Clear,
+    Quota,
+    RoomRecord,
+    SetVerifier,
+    Storage,
+    Write,
+    stored_bytes,
+)
 
 MAX_BATCH: Final = 128  # commands handled per transaction; bounds one turn's latency
 
@@ -41,6 +54,18 @@ MAX_BATCH: Final = 128  # commands handled per transaction; bounds one turn's la
 # outbox, so it never reaches the connection's abuse count (4429): the sender did
 # nothing wrong.
 ROOM_BUSY: Final = encode_error(FrameError(ErrorCode.RATE_LIMITED, "room busy: frame dropped"))
+# The answer to a post that storage has no room for: at the quota, a room's message is
+# stored only if the room's own older messages make room for it. Sent like ROOM_BUSY.
+STORAGE_FULL: Final = encode_error(
+    FrameError(ErrorCode.RATE_LIMITED, "server storage full: frame dropped")
+)
+
+
+@final
+class Pending(enum.Enum):
+    """A frame the actor fills in after the commit: the history, read from storage."""
+
+    HISTORY = "history"
 
 
 # ----- commands: what connections send to a room -----------------------------------
@@ -93,20 +118,25 @@ class Outcome:
     """
 
     writes: list[Write] = field(default_factory=list)
-    deliveries: list[tuple[tuple[Member, ...], str]] = field(default_factory=list)
+    deliveries: list[tuple[tuple[Member, ...], str | Pending]] = field(default_factory=list)
     evictions: list[tuple[Member, CloseCode]] = field(default_factory=list)
     queued: Counter[Member] = field(default_factory=Counter)  # frames per member in deliveries
+    grown: int = 0  # stored bytes the writes add (negative: free)
+    wants_history: bool = False  # a joiner waits for ``Pending.HISTORY``
 
-    def deliver(self, recipients: tuple[Member, ...], text: str) -> None:
+    def deliver(self, recipients: tuple[Member, ...], text: str | Pending) -> None:
         self.deliveries.append((recipients, text))
         self.queued.update(recipients)
+        self.wants_history |= text is Pending.HISTORY
 
-    def carry_out(self) -> None:
+    def carry_out(self, history: str = "") -> None:
+        """Evict, then deliver; ``history`` is the encoded history if ``wants_history``."""
         for member, code in self.evictions:
             member.evict(code)
         for recipients, text in self.deliveries:
+            frame = history if text is Pending.HISTORY else text
             for member in recipients:
-                member.deliver_nowait(text)
+                member.deliver_nowait(frame)
 
 
 # ----- the rules ------------------------------------------------------------------
@@ -116,14 +146,14 @@ class Outcome:
 class RoomRules:
     """One room's state and rules, with no I/O and no clock of its own."""
 
-    def __init__(self, record: RoomRecord, settings: RoomSettings) -> None:
+    def __init__(
+        self, record: RoomRecord, settings: RoomSettings, quota: Quota | None = None
+    ) -> None:
         self._settings = settings
         self.verifier = record.verifier
         self.last_id = record.last_id
-        self.history: deque[MessageOut] = deque(
-            record.history[-settings.history_cap :] if settings.history_cap else (),
-            maxlen=settings.history_cap,
-        )
+        self.ledger = HistoryLedger(record, settings.history_cap, quota or Quota.unlimited())
+        self.life = Lifecycle(record)
         self.members: dict[Member, None] = {}  # an ordered set of connections
         self._counts: dict[ClientId, int] = {}  # connections per clientId, in join order
 
@@ -131,23 +161,31 @@ class RoomRules:
     def participants(self) -> list[ClientId]:
         return list(self._counts)
 
+    @property
+    def reclaimable(self) -> bool:
+        """Whether the room's slot is the least valuable: empty, or only its creator's."""
+        return not self.members or (not self.life.confirmed and len(self._counts) <= 1)
+
     def apply(self, command: Command, now_ms: int, out: Outcome) -> None:
         match command:
             case Join(member=member, verifier=verifier):
-                self._join(member, verifier, out)
+                self._join(member, verifier, now_ms, out)
             case Leave(member=member):
                 self._leave(member, out)
             case Post(member=member, iv=iv, ciphertext=ciphertext):
                 self._post(member, iv, ciphertext, now_ms, out)
             case ClearRequest(member=member):
                 self._clear(member, out)
+        if out.writes:
+            self.life.written(now_ms)
 
-    def _join(self, member: Member, verifier: bytes, out: Outcome) -> None:
+    def _join(self, member: Member, verifier: bytes, now_ms: int, out: Outcome) -> None:
         # The token is checked before capacity, so a stranger learns nothing about
         # the room, not even that it is full.
         if self.verifier is None:
             self.verifier = verifier  # trust on first use
-            out.writes.append(SetVerifier(verifier))
+            self.life.created(member.client_id)
+            out.writes.append(SetVerifier(verifier, member.client_id))
         elif not hmac.compare_digest(self.verifier, verifier):
             out.evictions.append((member, CloseCode.BAD_TOKEN))
             return
@@ -159,7 +197,8 @@ class RoomRules:
         first = member.client_id not in self._counts
         self._counts[member.client_id] = self._counts.get(member.client_id, 0) + 1
         participants = self.participants
-        out.deliver((member,), encode(History(messages=list(self.history))))
+        self.life.joined(member.client_id, now_ms, out.writes)
+        out.deliver((member,), Pending.HISTORY)
         out.deliver((member,), encode(System("connected", member.client_id, participants)))
         if first and others:
             out.deliver(others, encode(System("joined", member.client_id, participants)))
@@ -185,12 +224,17 @@ class RoomRules:
             # and the sender resends later.
             out.deliver((member,), ROOM_BUSY)
             return
+        room = self.ledger.make_room(stored_bytes(member.client_id, iv, ciphertext), out.grown)
+        if room is None:
+            out.deliver((member,), STORAGE_FULL)
+            return
+        keep, grown = room
+        out.grown += grown
         self.last_id += 1
         message = MessageOut(
             id=self.last_id, sender=member.client_id, sent_at=now_ms, iv=iv, ciphertext=ciphertext
         )
-        self.history.append(message)
-        out.writes.append(Append(message, keep=self._settings.history_cap))
+        out.writes.append(Append(message, keep=keep))
         # The sender gets its own message back: that is its confirmation.
         out.deliver(tuple(self.members), encode(message))
 
@@ -216,7 +260,7 @@ class RoomRules:
     def _clear(self, member: Member, out: Outcome) -> None:
         if member not in self.members:
             return
-        self.history.clear()
+        out.grown -= self.ledger.clear()
         out.writes.append(Clear())
         out.deliver(tuple(self.members), encode(HistoryCleared(by=member.client_id)))
         self._broadcast("cleared", member.client_id, out)
@@ -241,7 +285,8 @@ class Room:
     which makes every later send to the room fail with ``BrokenResourceError``.
     It stops by itself once it has had no members and no commands for
     ``ROOM_GRACE_SECONDS``, calling ``on_idle`` first with no checkpoint between
-    finding the inbox empty and closing it, so no command is ever lost.
+    finding the inbox empty and closing it, so no command is ever lost; or when
+    ``close_nowait`` is called, closing every member and queued connection first.
 
     Error handling: an exception (a storage failure, a bug) propagates to the
     supervisor in the registry, which evicts the members with 1011.
@@ -261,37 +306,68 @@ class Room:
         self._settings = settings
         self._on_idle = on_idle
         self._rules: RoomRules | None = None
+        self._held: Command | None = None  # taken from the inbox for the next batch
+        self._scope = trio.CancelScope()
+        self._closing: CloseCode | None = None
+
+    @property
+    def reclaimable(self) -> bool:
+        """Whether closing this room frees the least valuable slot (see ``RoomRules``)."""
+        return self._rules is not None and self._rules.reclaimable
 
     async def run(self) -> None:
         with self._inbox:
             try:
-                record = await self._storage.load(self.room_id)
-                rules = self._rules = RoomRules(record, self._settings)
-                while (batch := await self._next_batch(rules)) is not None:
-                    now = now_ms()
-                    out = Outcome()
-                    for command in batch:
-                        rules.apply(command, now, out)
-                    if out.writes:
-                        await self._storage.write(self.room_id, out.writes, now)
-                    out.carry_out()
+                with self._scope:
+                    await self._serve()
             except Exception:
                 self.evict_all(CloseCode.INTERNAL)
                 raise
+            if self._closing is not None:
+                self.evict_all(self._closing)
+
+    def close_nowait(self, code: CloseCode) -> None:
+        """Close every member with ``code`` and stop the room (its state stays stored)."""
+        self._closing = code
+        self.evict_all(code)
+        self._scope.cancel()
 
     def evict_all(self, code: CloseCode) -> None:
         """Close every member, and every connection whose command is still queued."""
         if self._rules is not None:
             for member in self._rules.members:
                 member.evict(code)
+        if self._held is not None:
+            self._held.member.evict(code)
         while True:
             try:
                 self._inbox.receive_nowait().member.evict(code)
             except (trio.WouldBlock, trio.ClosedResourceError):
                 break
 
+    async def _serve(self) -> None:
+        record = await self._storage.load(self.room_id)
+        rules = self._rules = RoomRules(record, self._settings, self._storage.quota)
+        while (batch := await self._next_batch(rules)) is not None:
+            now = now_ms()
+            out = Outcome()
+            for command in batch:
+                rules.apply(command, now, out)
+            if out.writes:
+                await self._storage.write(self.room_id, out.writes, now)
+            history = ""
+            if out.wants_history:
+                # Read between two commits, after the batch's last post or clear (see
+                # _drain): joiners get exactly what is stored, then every later message.
+                messages = await self._storage.load_history(self.room_id)
+                cap = self._settings.history_cap
+                history = encode(History(messages=messages[-cap:] if cap else []))
+            out.carry_out(history)
+
     async def _next_batch(self, rules: RoomRules) -> list[Command] | None:
-        if rules.members:
+        if self._held is not None:
+            first, self._held = self._held, None
+        elif rules.members:
             first = await self._inbox.receive()
         else:
             with trio.move_on_after(ROOM_GRACE_SECONDS):
@@ -304,10 +380,18 @@ class Room:
         return self._drain(first)
 
     def _drain(self, first: Command) -> list[Command]:
+        """The commands waiting, up to ``MAX_BATCH``; after a join, joins only (the
+        joiners' history is read after the commit: the next other command waits)."""
         batch = [first]
+        joining = isinstance(first, Join)
         while len(batch) < MAX_BATCH:
             try:
-                batch.append(self._inbox.receive_nowait())
+                command = self._inbox.receive_nowait()
             except trio.WouldBlock:
                 break
+            if joining and not isinstance(command, Join):
+                self._held = command
+                break
+            joining |= isinstance(command, Join)
+            batch.append(command)
         return batch

@@ -24,10 +24,12 @@ from securechat.capacity import (
 )
 from securechat.config import Config
 from securechat.headers import SecurityHeaders
-from securechat.limits import SHUTDOWN_CLOSE_SECONDS
+from securechat.limits import MIB, SHUTDOWN_CLOSE_SECONDS, TOMBSTONE_DAYS
+from securechat.memory import MemoryStorage
 from securechat.registry import Registry
 from securechat.room import RoomSettings
-from securechat.storage import MemoryStorage, SqliteStorage, Storage
+from securechat.sqlite import SqliteStorage
+from securechat.storage import Quota, Retention, Storage
 
 logger: Final = logging.getLogger("securechat.server")
 
@@ -85,6 +87,16 @@ def hypercorn_config(config: Config, gauge: ConnectionGauge) -> boundary.Boundar
     return hc
 
 
+def retention(config: Config) -> Retention:
+    """How long rooms are kept, from the options (0 means: for ever, or as confirmed rooms)."""
+    hour_ms, day_ms = 3_600_000, 86_400_000
+    confirmed = config.retention_days * day_ms or None
+    unconfirmed = config.unconfirmed_retention_hours * hour_ms or confirmed
+    if confirmed is not None and unconfirmed is not None:
+        unconfirmed = min(unconfirmed, confirmed)
+    return Retention(confirmed, unconfirmed, tombstone_ms=TOMBSTONE_DAYS * day_ms)
+
+
 async def serve(
     config: Config,
     shutdown: trio.Event,
@@ -107,7 +119,12 @@ async def serve(
     descriptors = raise_descriptor_limit()
     gauge = ConnectionGauge(effective_max_connections(config.max_connections, descriptors))
     logger.debug("descriptors %d; at most %d connections", descriptors, gauge.statistics().limit)
-    storage: Storage = MemoryStorage() if config.ephemeral else SqliteStorage(config.data_dir)
+    # A maximal message, base64url'd, with its IV, sender and row: 2 x is generous.
+    reserve = 2 * config.max_ciphertext
+    quota = Quota(config.max_storage_mb * MIB, config.max_stored_rooms, reserve_bytes=reserve)
+    storage: Storage = (
+        MemoryStorage(quota) if config.ephemeral else SqliteStorage(config.data_dir, quota)
+    )
     try:
         async with trio.open_nursery() as nursery:
             settings = RoomSettings(
@@ -138,7 +155,7 @@ async def serve(
                 finally:
                     http_done.set()
 
-            nursery.start_soon(registry.run_sweeper, config.retention_days)
+            nursery.start_soon(registry.run_sweeper, retention(config))
             urls: list[str] = await nursery.start(run_http)
             task_status.started(urls[0])
             await shutdown.wait()

@@ -18,6 +18,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 from securechat.config import Config
 from securechat.server import serve
 
+UNPRICED: Final = 1_000_000  # new rooms a test server lets through without a proof
 WAIT: Final = 5.0  # seconds any single network step may take in a test
 
 
@@ -45,7 +46,17 @@ def fake_message() -> dict[str, str]:
 def make_config(data_dir: Path, **overrides: Any) -> Config:
     # No pings: Hypercorn's ping task delays shutdown by up to a ping interval, which
     # every test would pay; test_http checks that pings are sent when configured.
-    base = Config(host="127.0.0.1", port=0, data_dir=data_dir, log_level="warning", ping_interval=0)
+    # New rooms are free: tests make many from one address, and those about the
+    # creation budget set it themselves (tests/test_pow_server.py).
+    base = Config(
+        host="127.0.0.1",
+        port=0,
+        data_dir=data_dir,
+        log_level="warning",
+        ping_interval=0,
+        new_rooms_burst=UNPRICED,
+        source_new_rooms_burst=UNPRICED,
+    )
     return replace(base, **overrides)
 
 

@@ -8,8 +8,15 @@ import trio
 import trio.testing
 
 from securechat.errors import CloseCode
-from securechat.limits import OUTBOX_FRAMES, OUTBOX_HIGH_WATER, ROOM_GRACE_SECONDS, STALL_SECONDS
+from securechat.limits import (
+    ACTIVE_MARK_SECONDS,
+    OUTBOX_FRAMES,
+    OUTBOX_HIGH_WATER,
+    ROOM_GRACE_SECONDS,
+    STALL_SECONDS,
+)
 from securechat.member import Member
+from securechat.memory import MemoryStorage
 from securechat.protocol import ClientId, RoomId
 from securechat.room import (
     ClearRequest,
@@ -22,7 +29,17 @@ from securechat.room import (
     RoomRules,
     RoomSettings,
 )
-from securechat.storage import Append, MemoryStorage, RoomRecord, Storage, Write
+from securechat.storage import (
+    Append,
+    Confirm,
+    Quota,
+    RoomRecord,
+    SetVerifier,
+    Storage,
+    Touch,
+    Write,
+    stored_bytes,
+)
 
 ROOM = RoomId("room")
 VERIFIER = b"v" * 32
@@ -58,8 +75,10 @@ class GatedStorage:
     def __init__(self) -> None:
         self._inner = MemoryStorage()
         self.gate = trio.Event()
+        self.quota = self._inner.quota
+        self.load_meta = self._inner.load_meta
         self.load = self._inner.load
-        self.load_verifier = self._inner.load_verifier
+        self.load_history = self._inner.load_history
         self.sweep = self._inner.sweep
         self.close = self._inner.close
 
@@ -123,7 +142,7 @@ async def test_history_cap_and_ids(nursery: trio.Nursery) -> None:
     messages = [f for f in alice.frames() if f["type"] == "message"]
     assert [m["id"] for m in messages] == [1, 2, 3, 4, 5]
     record = await storage.load(ROOM)
-    assert [m.id for m in record.history] == [3, 4, 5]
+    assert [m.id for m in await storage.load_history(ROOM)] == [3, 4, 5]
     assert record.last_id == 5
     late = Probe("later")
     await inbox.send(Join(late.member, VERIFIER))
@@ -170,7 +189,7 @@ async def test_clear(nursery: trio.Nursery) -> None:
     await inbox.send(ClearRequest(alice.member))
     await trio.testing.wait_all_tasks_blocked()
     assert [f["type"] for f in alice.frames()][-2:] == ["history_cleared", "system"]
-    assert (await storage.load(ROOM)).history == []
+    assert await storage.load_history(ROOM) == []
 
 
 async def test_a_full_outbox_evicts_without_blocking(nursery: trio.Nursery) -> None:
@@ -212,16 +231,19 @@ async def test_a_congested_member_pauses_posts_until_it_catches_up(nursery: trio
     assert (await storage.load(ROOM)).last_id == 1
 
 
+EMPTY_HISTORY = '{"type":"history","messages":[]}'  # what the actor would have read
+
+
 def apply(rules: RoomRules, command: Command, now_ms: int) -> Outcome:
     out = Outcome()
     rules.apply(command, now_ms, out)
-    out.carry_out()
+    out.carry_out(EMPTY_HISTORY)
     return out
 
 
 def room_of(*names: str) -> tuple[RoomRules, list[Probe]]:
     """The rules of a room these members have joined, with what joining sent them read."""
-    rules = RoomRules(RoomRecord(verifier=None, last_id=0, history=[]), SETTINGS)
+    rules = RoomRules(RoomRecord(), SETTINGS)
     probes = [Probe(name, OUTBOX_FRAMES) for name in names]
     for probe in probes:
         apply(rules, Join(probe.member, VERIFIER), 0)
@@ -286,7 +308,7 @@ def test_one_batch_never_overfills_an_outbox() -> None:
     out = Outcome()
     for i in range(40):
         rules.apply(Post((alice, bob)[i % 2].member, IV, f"c{i}"), 0, out)
-    out.carry_out()
+    out.carry_out(EMPTY_HISTORY)
     assert len(out.writes) == OUTBOX_HIGH_WATER
     for probe in (alice, bob):
         assert probe.member.close_code is None
@@ -342,7 +364,9 @@ class BrokenStorage:
 
     def __init__(self) -> None:
         inner = MemoryStorage()
-        self.load_verifier = inner.load_verifier
+        self.quota = inner.quota
+        self.load_meta = inner.load_meta
+        self.load_history = inner.load_history
         self.write = inner.write
         self.sweep = inner.sweep
         self.close = inner.close
@@ -364,3 +388,120 @@ async def test_a_failing_room_closes_members_and_queued_joins() -> None:
     else:
         raise AssertionError("the failure was swallowed")
     assert waiting.member.close_code is CloseCode.INTERNAL
+
+
+# ----- history from storage, the quota, the lifecycle -----------------------------
+
+
+async def test_a_joiner_gets_exactly_the_committed_history_then_every_later_message(
+    nursery: trio.Nursery,
+) -> None:
+    storage = MemoryStorage()
+    send, receive = trio.open_memory_channel[Command](64)
+    alice, bob, carol = Probe("alice", 64), Probe("bobby", 64), Probe("carol", 64)
+    # One burst, all queued before the room runs: joins between posts in one inbox.
+    send.send_nowait(Join(alice.member, VERIFIER))
+    for i in range(2):
+        send.send_nowait(Post(alice.member, IV, f"c{i}"))
+    send.send_nowait(Join(bob.member, VERIFIER))
+    send.send_nowait(Join(carol.member, VERIFIER))
+    for i in range(2, 4):
+        send.send_nowait(Post(alice.member, IV, f"c{i}"))
+    nursery.start_soon(Room(ROOM, receive, storage, SETTINGS, lambda: None).run)
+    await trio.testing.wait_all_tasks_blocked()
+    for probe in (bob, carol):
+        frames = probe.frames()
+        assert [m["id"] for m in frames[0]["messages"]] == [1, 2]
+        assert [f["id"] for f in frames if f["type"] == "message"] == [3, 4]
+    assert [f["id"] for f in alice.frames() if f["type"] == "message"] == [1, 2, 3, 4]
+
+
+def quota_room(max_bytes: int, *sizes: int) -> tuple[RoomRules, Probe]:
+    """A room of one member whose history holds messages of these ciphertext lengths."""
+    quota = Quota(max_bytes=max_bytes, max_rooms=10)
+    rules = RoomRules(RoomRecord(), RoomSettings(history_cap=3, max_participants=3), quota)
+    alice = Probe("alice", OUTBOX_FRAMES)
+    apply(rules, Join(alice.member, VERIFIER), 0)
+    for size in sizes:
+        out = apply(rules, Post(alice.member, IV, "c" * size), 0)
+        quota.stored_bytes += out.grown  # what storage counts on commit
+    alice.frames()
+    return rules, alice
+
+
+def test_at_the_quota_a_post_is_stored_only_if_its_room_pays_for_it() -> None:
+    per = stored_bytes(ClientId("alice"), IV, "")  # a message's bytes beyond its ciphertext
+    rules, alice = quota_room(per * 3 + 300, 100, 100)
+    # 300 bytes of ciphertext stored; a 150-byte message would go over: the oldest pays.
+    out = apply(rules, Post(alice.member, IV, "c" * 150), 0)
+    assert [(type(w), getattr(w, "keep", None)) for w in out.writes] == [(Append, 2)]
+    assert out.grown == 50
+    assert list(rules.ledger.sizes) == [per + 100, per + 150]
+    # A message larger than all the room holds is refused, to the sender only.
+    out = apply(rules, Post(alice.member, IV, "c" * 2_000), 0)
+    assert out.writes == []
+    assert alice.frames()[-1] == {
+        "type": "error",
+        "code": "rate_limited",
+        "message": "server storage full: frame dropped",
+    }
+    assert rules.last_id == 3  # no id spent on it
+
+
+def test_below_the_quota_the_history_cap_alone_decides() -> None:
+    rules, alice = quota_room(10**9, 10, 10, 10)
+    out = apply(rules, Post(alice.member, IV, "c" * 5_000), 0)
+    assert [getattr(w, "keep", None) for w in out.writes] == [3]
+    assert out.grown == 4_990
+
+
+def test_a_second_client_id_confirms_the_room_and_joins_mark_it_at_most_every_interval() -> None:
+    rules = RoomRules(RoomRecord(), RoomSettings(history_cap=3, max_participants=10))
+    probes = [Probe(name) for name in ("alice", "alice", "bobby", "carol", "carol")]
+    alice, alice2, bob, carol, carol2 = (p.member for p in probes)
+    reclaimable = [rules.reclaimable]  # an empty room: its slot costs nothing to take
+    assert [type(w) for w in apply(rules, Join(alice, VERIFIER), 0).writes] == [SetVerifier]
+    reclaimable.append(rules.reclaimable)  # only its creator
+    assert apply(rules, Join(alice2, VERIFIER), 1).writes == []  # the creator again
+    assert [type(w) for w in apply(rules, Join(bob, VERIFIER), 2).writes] == [Confirm]
+    reclaimable.append(rules.reclaimable)
+    assert reclaimable == [True, True, False]
+    interval = int(ACTIVE_MARK_SECONDS * 1000)
+    assert apply(rules, Join(carol, VERIFIER), interval).writes == []  # marked at 2 ms
+    assert [type(w) for w in apply(rules, Join(carol2, VERIFIER), interval + 2).writes] == [Touch]
+
+
+def test_the_first_join_of_a_tombstone_revives_it() -> None:
+    record = RoomRecord(verifier=VERIFIER, last_id=7, last_active=0, confirmed=True, swept=True)
+    rules = RoomRules(record, SETTINGS)
+    stranger, owner = Probe("wrong"), Probe("alice")
+    assert apply(rules, Join(stranger.member, b"x" * 32), 1).writes == []
+    assert stranger.member.close_code is CloseCode.BAD_TOKEN
+    assert [type(w) for w in apply(rules, Join(owner.member, VERIFIER), 1).writes] == [Touch]
+
+
+async def test_close_nowait_closes_members_and_queued_joins(nursery: trio.Nursery) -> None:
+    send, receive = trio.open_memory_channel[Command](64)
+    room = Room(ROOM, receive, MemoryStorage(), SETTINGS, lambda: None)
+    done = trio.Event()
+
+    async def run() -> None:
+        await room.run()
+        done.set()
+
+    nursery.start_soon(run)
+    member, queued = Probe("alice"), Probe("bobby")
+    await send.send(Join(member.member, VERIFIER))
+    await trio.testing.wait_all_tasks_blocked()
+    assert room.reclaimable
+    send.send_nowait(Join(queued.member, VERIFIER))
+    room.close_nowait(CloseCode.TOO_MANY_ROOMS)
+    await done.wait()
+    assert member.member.close_code is CloseCode.TOO_MANY_ROOMS
+    assert queued.member.close_code is CloseCode.TOO_MANY_ROOMS
+    try:
+        send.send_nowait(Join(Probe("later").member, VERIFIER))
+    except trio.BrokenResourceError:
+        pass
+    else:
+        raise AssertionError("the closed room still accepted a command")
