@@ -2,10 +2,13 @@
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Final, final
+from typing import Any, Final, final
 
+import trio
 from quart import Response, abort, websocket
+from quart.signals import websocket_received
 from quart_trio import QuartTrio
+from quart_trio.asgi import TrioASGIWebsocketConnection
 from werkzeug.exceptions import HTTPException
 
 from securechat.config import Config
@@ -65,9 +68,35 @@ class _QuartTransport:
         await self._ws.close(code, reason)
 
 
+@final
+class _WebsocketConnection(TrioASGIWebsocketConnection):
+    """Quart-Trio's WebSocket adapter, letting go of each frame once handed over.
+
+    Its receive loop kept the last event in a local while it waited for the next,
+    so every idle socket held the last frame it was sent, up to a maximal message.
+    """
+
+    async def handle_messages(  # type: ignore[override]
+        self, nursery: trio.Nursery, receive: Callable[[], Awaitable[Any]]
+    ) -> None:
+        while True:
+            event = await receive()
+            if event["type"] == "websocket.receive":
+                message = event.get("bytes") or event["text"]
+                del event
+                wrapper = self.app.ensure_async
+                await websocket_received.send_async(message, _sync_wrapper=wrapper)  # type: ignore[arg-type]
+                await self.send_channel.send(message)  # None for an empty binary frame, as in Quart
+                del message
+            elif event["type"] == "websocket.disconnect":
+                break
+        nursery.cancel_scope.cancel()
+
+
 def create_app(config: Config, registry: Registry, client_files: Path | None = None) -> QuartTrio:
     """Build the Quart-Trio app. ``registry`` must be running for the app's lifetime."""
     app = QuartTrio("securechat")
+    app.asgi_websocket_class = _WebsocketConnection
     app.config["MAX_CONTENT_LENGTH"] = 0  # no route takes a request body
     files = load_client_files(client_files or client_dir())
     allowed = frozenset(o for o in map(normalize_origin, config.allowed_origins) if o)

@@ -31,11 +31,11 @@ import hypercorn.protocol.h11
 import hypercorn.trio.run
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.events import Closed, Event
+from hypercorn.events import Closed, Event, RawData
 from hypercorn.protocol.events import Body, Data, StreamClosed
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.ws_stream import WSStream
-from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.typing import H11SendableEvent
 from wsproto.events import Ping
 from wsproto.frame_protocol import CloseReason
@@ -112,6 +112,23 @@ class _TCPServer(TCPServer):
             await trio.aclose_forcefully(self.stream)
         finally:
             config.gauge.close()
+
+    async def _read_data(self) -> None:
+        # Hypercorn's loop, except that it lets go of each chunk once handled: its
+        # own kept the last one (up to MAX_RECV) while waiting for the next, so
+        # every idle socket held the last frame it was sent.
+        while True:
+            try:
+                with trio.fail_after(self.config.read_timeout or math.inf):
+                    data = await self.stream.receive_some(MAX_RECV)
+            except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
+                break
+            end = data == b""
+            await self.protocol.handle(RawData(bytes(data)))  # bytes(bytes) copies nothing
+            del data
+            if end:
+                break
+        await self.protocol.handle(Closed())
 
     async def _refuse(self, gauge: ConnectionGauge) -> None:
         """Answer a connection over the cap with 503 and close it.

@@ -128,6 +128,9 @@ async def _pump(
     async with outbox:
         async for text in outbox:
             await transport.send(text)
+            # Not kept while waiting for the next: an idle socket would hold its
+            # last frame (up to a maximal message) for as long as it stays open.
+            del text
     done.set()
 
 

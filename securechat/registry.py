@@ -21,13 +21,14 @@ from typing import Final, final
 
 import trio
 
+from securechat.actor import Room
 from securechat.budget import CreationBudget
 from securechat.errors import CloseCode
 from securechat.limits import INBOX_COMMANDS, SWEEP_INTERVAL_SECONDS
 from securechat.log import room_tag
 from securechat.member import Member
 from securechat.protocol import RoomId
-from securechat.room import Command, Join, Room, RoomSettings, now_ms
+from securechat.room import Command, Join, RoomSettings, now_ms
 from securechat.storage import Retention, Storage
 
 logger: Final = logging.getLogger("securechat.registry")

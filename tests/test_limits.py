@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import trio
 
-import securechat.room
+import securechat.actor
 from securechat.limits import ABUSE_THRESHOLD, STALL_SECONDS
 from securechat.room import now_ms as wall_ms
 from tests.harness import (
@@ -227,7 +227,7 @@ async def test_a_reader_that_never_reads_slows_the_room_then_is_closed_with_4008
     nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = RoomClock()
-    monkeypatch.setattr(securechat.room, "now_ms", clock)
+    monkeypatch.setattr(securechat.actor, "now_ms", clock)
     # A bucket that never runs dry: any 4429 could only come from the room's answers.
     server = await custom_server(nursery, tmp_path, rate=1000.0, burst=1000)
     room, token = new_room_id(), new_token()

@@ -7,6 +7,7 @@ import msgspec
 import trio
 import trio.testing
 
+from securechat.actor import Room
 from securechat.errors import CloseCode
 from securechat.limits import (
     ACTIVE_MARK_SECONDS,
@@ -25,7 +26,6 @@ from securechat.room import (
     Leave,
     Outcome,
     Post,
-    Room,
     RoomRules,
     RoomSettings,
 )
