@@ -92,6 +92,8 @@ _SERVE_OPTIONS: Final[list[tuple[str, Callable[[str], Any], Any, str]]] = [
      "bad frames before a socket is closed with 1008"),
     ("ping-interval", _non_negative_float, limits.DEFAULT_PING_INTERVAL,
      "seconds between WebSocket pings (0 = none)"),
+    ("idle-timeout", _non_negative_float, limits.DEFAULT_IDLE_TIMEOUT,
+     "seconds an authenticated socket may send nothing before close 4410 (0 = no cap)"),
     ("log-level", _level, "info", "debug, info, warning or error"),
 ]  # fmt: skip
 

@@ -24,6 +24,7 @@ class Config:
     max_frame: int = limits.DEFAULT_MAX_FRAME
     max_bad_frames: int = limits.DEFAULT_MAX_BAD_FRAMES
     ping_interval: float = limits.DEFAULT_PING_INTERVAL  # seconds; 0 = no pings
+    idle_timeout: float = limits.DEFAULT_IDLE_TIMEOUT  # seconds; 0 = no cap
     allowed_origins: tuple[str, ...] = ()
     ephemeral: bool = False  # keep everything in memory: nothing on disk, gone on restart
     log_level: str = "info"

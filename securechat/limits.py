@@ -21,6 +21,7 @@ DEFAULT_MAX_BAD_FRAMES: Final = 10  # bad frames per connection before it is clo
 DEFAULT_PING_INTERVAL: Final = (
     25.0  # seconds; keeps idle sockets up through proxies cutting at 30-60 s
 )
+DEFAULT_IDLE_TIMEOUT: Final = 0.0  # seconds an authenticated socket may send nothing; 0 = no cap
 
 # Fixed bounds.
 MIN_CIPHERTEXT: Final = 17  # AES-GCM: at least one byte of ciphertext plus the 16-byte tag
@@ -29,10 +30,15 @@ AUTH_TOKEN_BYTES: Final = 32  # the HKDF-derived room access token
 OUTBOX_FRAMES: Final = 64  # frames queued for one reader; a full outbox closes it (4008)
 OUTBOX_HIGH_WATER: Final = 32  # queued frames that pause a room's posts; half leaves headroom
 STALL_SECONDS: Final = 10.0  # above high water this long: stopped reading, not a busy server
+STALL_WINDOW_SECONDS: Final = 60  # the sliding window of a room's stall budget
+STALL_BUDGET_SECONDS: Final = 10.0  # posts held per window by all members; then close at once
+PAUSE_TAIL_SECONDS: Final = 5.0  # a pause counts this long past its last refused post at most
+STALLED_CLIENTS: Final = 64  # clientIds a room remembers closing for stalling; oldest forgotten
+STALLED_MEMORY_SECONDS: Final = 600.0  # a clientId closed for stalling gets no grace for this long
 INBOX_COMMANDS: Final = 256  # commands queued for one room; senders wait when it is full
 ROOM_GRACE_SECONDS: Final = 5.0  # an empty room lingers this long in case someone reconnects
 ABUSE_WINDOW_SECONDS: Final = 10.0  # window for counting rate-limited frames
 ABUSE_THRESHOLD: Final = 100  # rate-limited frames within the window that close the socket
-CLEAR_COOLDOWN_SECONDS: Final = 3.0  # one clear_history per connection per this many seconds
+CLEAR_COOLDOWN_SECONDS: Final = 3.0  # one clear_history per room per this many seconds
 SWEEP_INTERVAL_SECONDS: Final = 3600.0  # how often expired rooms are deleted
 SHUTDOWN_CLOSE_SECONDS: Final = 2.0  # time given to sockets to send their 1001 on shutdown
