@@ -13,7 +13,7 @@ from typing import Final
 
 import trio
 
-from securechat.peer.display import json_line, line
+from securechat.peer.display import clean, json_line, line, names
 from securechat.peer.events import ChatMessage, Disconnected, ServerError, Stopped, Unreadable
 from securechat.peer.keys import MAX_NAME_CHARS, check_outgoing
 from securechat.peer.link import DEFAULT_SERVER, InviteLink, LinkError, new_link, parse_link
@@ -178,7 +178,7 @@ async def _chat(link: InviteLink, identity: Identity) -> int:
             nonlocal status
             async for event in events:
                 if isinstance(event, Stopped):
-                    status = _fail(event.reason)
+                    status = _fail(clean(event.reason))
                     break
                 text = line(event, session.client_id)
                 if text is not None:
@@ -211,7 +211,7 @@ async def _read_lines(session: Session) -> None:
             except NotConnected as exc:
                 _say(f"! {exc}")
         elif command == "/who":
-            _say(f"* here: {', '.join(session.conversation.participants) or 'nobody'}")
+            _say(f"* here: {names(session.conversation.participants) or 'nobody'}")
         elif command.startswith("/") and " " not in command:
             _say(f"! unknown command {command}; {CHAT_HELP}")
         elif command:
@@ -252,7 +252,7 @@ async def _tail(link: InviteLink, identity: Identity) -> int:
                 case ChatMessage():
                     _say(json_line(event))
                 case Unreadable(id=message_id, sender=sender):
-                    _note(f"message {message_id} from {sender} could not be decrypted")
+                    _note(f"message {message_id} from {clean(sender)} could not be decrypted")
                 case Stopped(reason=reason):
                     return _fail(reason)
                 case ServerError() | Disconnected():
