@@ -206,7 +206,7 @@ async def test_the_measured_attack_against_the_real_server(
     next_attack = start
     try:
         with trio.fail_after(60):
-            while (now := clock()) < start + 2 * WINDOW_MS:
+            while (now := clock()) < start + 3 * WINDOW_MS // 2:
                 if now >= next_attack:
                     next_attack += ATTACK_EVERY_MS
                     mute = await Mute.open(server.port, room, f"mallory{len(mutes)}")
@@ -232,7 +232,7 @@ async def test_the_measured_attack_against_the_real_server(
     # a generous margin still tells 10 s in a minute from the 55 s it was.
     assert most_paused_in_a_window(spans) <= BUDGET_MS + 4_000, spans
     assert sum(ok for _, ok in answers) >= len(answers) / 2, spans
-    assert len(mutes) >= 2 * WINDOW_MS // ATTACK_EVERY_MS - 1
+    assert len(mutes) >= 3 * WINDOW_MS // 2 // ATTACK_EVERY_MS - 1
     await server.stop()
 
 
@@ -300,13 +300,14 @@ def hostile_frames(keys: RoomKeys, me: str) -> list[str]:
     unreadable = {**message, "id": 2, "from": HOSTILE[2], "ciphertext": b64url(bytes(40))}
     return [
         json.dumps({"type": "history", "messages": [message, unreadable]}),
-        json.dumps({"type": "system", "event": "connected", "clientId": me,
-                    "participants": [me, *HOSTILE]}),  # fmt: skip
-        json.dumps({"type": "system", "event": "joined", "clientId": HOSTILE[1],
-                    "participants": HOSTILE}),  # fmt: skip
+        json.dumps(
+            {"type": "system", "event": "connected", "clientId": me, "participants": [me, *HOSTILE]}
+        ),
+        json.dumps(
+            {"type": "system", "event": "joined", "clientId": HOSTILE[1], "participants": HOSTILE}
+        ),
         json.dumps({"type": "history_cleared", "by": HOSTILE[3]}),
-        json.dumps({"type": "system", "event": "left", "clientId": HOSTILE[4],
-                    "participants": []}),  # fmt: skip
+        json.dumps({"type": "system", "event": "left", "clientId": HOSTILE[4], "participants": []}),
         json.dumps({"type": "error", "code": HOSTILE[1], "message": HOSTILE[0]}),
     ]
 

@@ -10,6 +10,7 @@ escape sequences that rewrite the screen, retitle the window or hide text
 import json
 import re
 import time
+from collections.abc import Iterable
 from typing import Final
 
 from securechat.peer.events import (
@@ -53,7 +54,7 @@ def who(sender: str, name: str | None, own: bool = False) -> str:
     return f"{label} (you)" if own else label
 
 
-def names(client_ids: tuple[str, ...] | list[str]) -> str:
+def names(client_ids: Iterable[str]) -> str:
     """Client ids for a line, cleaned: the server supplies them."""
     return ", ".join(clean(client_id) for client_id in client_ids)
 
