@@ -2,10 +2,11 @@
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Final, final
 
 import trio
-from quart import Response, abort, websocket
+from quart import Response, abort, has_request_context, has_websocket_context, request, websocket
 from quart.signals import websocket_received
 from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIWebsocketConnection
@@ -14,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 from securechat.config import Config
 from securechat.connection import ConnectionSettings, serve_connection
 from securechat.errors import CLOSE_REASONS, CloseCode
+from securechat.log import room_tag
 from securechat.origins import normalize_origin, origin_allowed
 from securechat.protocol import parse_client_id, parse_room_id
 from securechat.registry import Registry
@@ -93,10 +95,37 @@ class _WebsocketConnection(TrioASGIWebsocketConnection):
         nursery.cancel_scope.cancel()
 
 
+@final
+class _App(QuartTrio):
+    """Quart-Trio whose log of an unhandled exception never names the path.
+
+    Paths carry room ids (``/ws/<roomId>``, ``/room/<roomId>``): the log line gives
+    the route's pattern and the room's tag instead, as every log line about a room does.
+    """
+
+    asgi_websocket_class = _WebsocketConnection
+
+    def log_exception(
+        self,
+        exception_info: tuple[type, BaseException, TracebackType] | tuple[None, None, None],
+    ) -> None:
+        where = "outside a request"
+        if has_websocket_context():
+            where = _describe_route("websocket", websocket.url_rule, websocket.view_args)
+        elif has_request_context():
+            where = _describe_route(request.method, request.url_rule, request.view_args)
+        self.logger.error("exception on %s", where, exc_info=exception_info)
+
+
+def _describe_route(kind: str, rule: object, view_args: dict[str, object] | None) -> str:
+    pattern = getattr(rule, "rule", None) or "an unknown route"
+    room = (view_args or {}).get("room_id")
+    return f"{kind} {pattern}" + (f" (room {room_tag(room)})" if isinstance(room, str) else "")
+
+
 def create_app(config: Config, registry: Registry, client_files: Path | None = None) -> QuartTrio:
     """Build the Quart-Trio app. ``registry`` must be running for the app's lifetime."""
-    app = QuartTrio("securechat")
-    app.asgi_websocket_class = _WebsocketConnection
+    app = _App("securechat")
     app.config["MAX_CONTENT_LENGTH"] = 0  # no route takes a request body
     files = load_client_files(client_files or client_dir())
     allowed = frozenset(o for o in map(normalize_origin, config.allowed_origins) if o)
@@ -106,6 +135,7 @@ def create_app(config: Config, registry: Registry, client_files: Path | None = N
         max_bad_frames=config.max_bad_frames,
         rate=config.rate,
         burst=config.burst,
+        idle_timeout=config.idle_timeout,
     )
     trusted_proxies = parse_networks(config.trusted_proxies)
     sources = SourceLimiter(config.max_connections_per_source)

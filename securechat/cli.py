@@ -121,6 +121,8 @@ _SERVE_OPTIONS: Final[list[tuple[str, Callable[[str], Any], Any, str]]] = [
      "new rooms per minute from one address before a proof of work is asked"),
     ("source-new-rooms-burst", _int_in(1, 10_000_000), limits.DEFAULT_SOURCE_NEW_ROOMS_BURST,
      "new rooms at once from one address before a proof of work is asked"),
+    ("idle-timeout", _non_negative_float, limits.DEFAULT_IDLE_TIMEOUT,
+     "seconds an authenticated socket may send nothing before close 4410 (0 = no cap)"),
     ("log-level", _level, "info", "debug, info, warning or error"),
 ]  # fmt: skip
 

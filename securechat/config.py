@@ -31,6 +31,7 @@ class Config:
     new_rooms_burst: int = limits.DEFAULT_NEW_ROOMS_BURST
     source_new_rooms_per_minute: float = limits.DEFAULT_SOURCE_NEW_ROOMS_PER_MINUTE
     source_new_rooms_burst: int = limits.DEFAULT_SOURCE_NEW_ROOMS_BURST
+    idle_timeout: float = limits.DEFAULT_IDLE_TIMEOUT  # seconds; 0 = no cap
     allowed_origins: tuple[str, ...] = ()
     max_connections: int = limits.DEFAULT_MAX_CONNECTIONS  # TCP; 0 = derived from RLIMIT_NOFILE
     max_connections_per_source: int = limits.DEFAULT_MAX_CONNECTIONS_PER_SOURCE  # 0 = no cap

@@ -2,7 +2,7 @@
 
 The connection task reads frames from its transport, turns each into a room
 command or an ``error`` envelope, and enforces the per-connection limits (hello
-timeout, bad-frame count, token bucket, clear cooldown). A hello for a new room
+timeout, idle timeout, bad-frame count, token bucket). A hello for a new room
 while the creation budget is spent gets a ``challenge`` instead of the room; the
 next hello must carry a proof of work for it (see securechat/pow.py). A sender task drains the
 bounded outbox that the room writes to. Whoever decides that the connection must
@@ -13,6 +13,7 @@ socket is then closed here with that code.
 import contextlib
 import hashlib
 import logging
+import math
 from dataclasses import dataclass
 from typing import Final, Protocol, final
 
@@ -20,13 +21,8 @@ import msgspec
 import trio
 
 from securechat.errors import CLOSE_REASONS, CloseCode, ErrorCode
-from securechat.limits import (
-    ABUSE_THRESHOLD,
-    ABUSE_WINDOW_SECONDS,
-    CLEAR_COOLDOWN_SECONDS,
-    OUTBOX_FRAMES,
-)
-from securechat.member import Member
+from securechat.limits import ABUSE_THRESHOLD, ABUSE_WINDOW_SECONDS, OUTBOX_FRAMES
+from securechat.member import Answer, Member, Outgoing
 from securechat.pow import new_challenge, proof_holds
 from securechat.protocol import (
     Challenge,
@@ -44,7 +40,7 @@ from securechat.protocol import (
 )
 from securechat.ratelimit import TokenBucket, WindowCounter
 from securechat.registry import ProofNeeded, Registry
-from securechat.room import ClearRequest, Command, Leave, Post
+from securechat.room import SLOW_DOWN, ClearRequest, Command, Leave, Post
 
 logger: Final = logging.getLogger("securechat.connection")
 
@@ -75,6 +71,7 @@ class ConnectionSettings:
     max_bad_frames: int
     rate: float  # messages per second
     burst: int
+    idle_timeout: float = 0.0  # seconds an authenticated socket may send nothing; 0 = no cap
 
 
 async def serve_connection(
@@ -94,14 +91,14 @@ async def serve_connection(
     limits close the socket with their documented codes. If the peer disconnects,
     the caller's cancellation ends this, and the room is still told.
     """
-    outbox_send, outbox_receive = trio.open_memory_channel[str](OUTBOX_FRAMES)
+    outbox_send, outbox_receive = trio.open_memory_channel[Outgoing](OUTBOX_FRAMES)
     member = Member(client_id, outbox_send)
     reader = _Reader(transport, room_id, member, registry, settings, source)
     pump_done = trio.Event()
     with registry.track(member):
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_pump, transport, outbox_receive, pump_done)
+                nursery.start_soon(_pump, transport, outbox_receive, member, pump_done)
                 with member.cancel_scope:
                     await reader.run()
                 await reader.leave()
@@ -122,15 +119,22 @@ async def serve_connection(
 
 
 async def _pump(
-    transport: Transport, outbox: trio.MemoryReceiveChannel[str], done: trio.Event
+    transport: Transport,
+    outbox: trio.MemoryReceiveChannel[Outgoing],
+    member: Member,
+    done: trio.Event,
 ) -> None:
     """The only writer to the socket: sends what the room and the reader queued."""
     async with outbox:
-        async for text in outbox:
-            await transport.send(text)
+        async for frame in outbox:
+            if isinstance(frame, Answer):
+                member.answer_taken()  # before any checkpoint: the count stays exact
+                await transport.send(frame.text)
+            else:
+                await transport.send(frame)
             # Not kept while waiting for the next: an idle socket would hold its
             # last frame (up to a maximal message) for as long as it stays open.
-            del text
+            del frame
     done.set()
 
 
@@ -164,7 +168,6 @@ class _Reader:
         now = trio.current_time()
         self._bucket = TokenBucket(settings.rate, settings.burst, now)
         self._abuse = WindowCounter(ABUSE_WINDOW_SECONDS, ABUSE_THRESHOLD)
-        self._last_clear = -CLEAR_COOLDOWN_SECONDS
 
     async def run(self) -> None:
         with trio.move_on_after(self._settings.hello_timeout) as self._hello_window:
@@ -173,8 +176,20 @@ class _Reader:
         if not self._hello_seen:
             self._member.evict(CloseCode.HELLO_TIMEOUT)
             return
-        while True:
-            await self._handle(await self._transport.receive())
+        idle = self._settings.idle_timeout
+        if not idle:
+            while True:
+                await self._handle(await self._transport.receive())
+        # One scope whose deadline each frame moves on: cheaper than a scope a frame.
+        # Pings and pongs never get here (the server's WebSocket layer answers them),
+        # so they keep no socket open.
+        with trio.CancelScope() as waiting:
+            while True:
+                waiting.deadline = trio.current_time() + idle
+                frame = await self._transport.receive()
+                waiting.deadline = math.inf
+                await self._handle(frame)
+        self._member.evict(CloseCode.IDLE)
 
     async def leave(self) -> None:
         """Tell the room this member is gone, once (shielded: it runs during cancellation)."""
@@ -201,11 +216,10 @@ class _Reader:
                 if self._authenticated() and self._allowed(self._bucket.take(trio.current_time())):
                     await self._tell_room(Post(self._member, iv, ciphertext))
             case ClearHistory():
-                if self._authenticated():
-                    now = trio.current_time()
-                    if self._allowed(now - self._last_clear >= CLEAR_COOLDOWN_SECONDS):
-                        self._last_clear = now
-                        await self._tell_room(ClearRequest(self._member))
+                # A clear costs a token like a message; the room itself allows one per
+                # room per CLEAR_COOLDOWN_SECONDS, whichever connection asks.
+                if self._authenticated() and self._allowed(self._bucket.take(trio.current_time())):
+                    await self._tell_room(ClearRequest(self._member))
 
     async def _hello(self, auth: str, proof: str | msgspec.UnsetType) -> None:
         proof_bits = self._proof_bits(proof)
@@ -255,15 +269,13 @@ class _Reader:
         """Answer a rate-limited frame, and close on sustained abuse. Not a bad frame."""
         if allowed:
             return True
-        self._member.deliver_nowait(
-            encode_error(FrameError(ErrorCode.RATE_LIMITED, "slow down: frame dropped"))
-        )
+        self._member.deliver_nowait(SLOW_DOWN)
         if self._abuse.add(trio.current_time()):
             self._member.evict(CloseCode.RATE_ABUSE)
         return False
 
     def _bad_frame(self, error: FrameError) -> None:
-        self._member.deliver_nowait(encode_error(error))
+        self._member.deliver_nowait(Answer(encode_error(error)))
         self._bad_frames += 1
         if self._bad_frames >= self._settings.max_bad_frames:
             self._member.evict(CloseCode.POLICY)

@@ -16,6 +16,7 @@ class CloseCode(enum.IntEnum):
     TOO_SLOW = 4008  # the reader did not keep up with the room
     BAD_TOKEN = 4401  # the access token does not match the room's verifier
     HELLO_TIMEOUT = 4408  # no valid hello in time
+    IDLE = 4410  # an authenticated socket sent nothing for the idle timeout
     ROOM_FULL = 4409  # the room has its maximum of participants
     RATE_ABUSE = 4429  # sustained sending over the rate limit
     TOO_MANY_ROOMS = 4503  # the server has its maximum of active rooms
@@ -31,6 +32,7 @@ CLOSE_REASONS: Final[dict[CloseCode, str]] = {
     CloseCode.TOO_SLOW: "reader too slow",
     CloseCode.BAD_TOKEN: "wrong access token for this room",
     CloseCode.HELLO_TIMEOUT: "no hello in time",
+    CloseCode.IDLE: "idle too long",
     CloseCode.ROOM_FULL: "room full",
     CloseCode.RATE_ABUSE: "rate limit abused",
     CloseCode.TOO_MANY_ROOMS: "too many active rooms",
@@ -49,5 +51,5 @@ class ErrorCode(enum.StrEnum):
     UNEXPECTED_HELLO = "unexpected_hello"  # a second hello
     BINARY_NOT_SUPPORTED = "binary_not_supported"  # a binary frame
     TOO_LARGE = "too_large"  # a ciphertext over the limit
-    RATE_LIMITED = "rate_limited"  # over the token bucket or inside the clear cooldown
+    RATE_LIMITED = "rate_limited"  # over the token bucket, the room busy, or a clear too soon
     BAD_PROOF = "bad_proof"  # a proof of work that does not hold, or without a challenge

@@ -34,6 +34,7 @@ DEFAULT_SOURCE_NEW_ROOMS_BURST: Final = 10  # per source address, at once
 DEFAULT_MAX_STORAGE_MB: Final = 1024
 DEFAULT_MAX_STORED_ROOMS: Final = 100_000  # rooms and tombstones: 10 x --max-rooms, ~15 MB
 DEFAULT_UNCONFIRMED_RETENTION_HOURS: Final = 24  # a link's second person comes within a day
+DEFAULT_IDLE_TIMEOUT: Final = 0.0  # seconds an authenticated socket may send nothing; 0 = no cap
 
 # Fixed bounds.
 MIN_CIPHERTEXT: Final = 17  # AES-GCM: at least one byte of ciphertext plus the 16-byte tag
@@ -42,11 +43,16 @@ AUTH_TOKEN_BYTES: Final = 32  # the HKDF-derived room access token
 OUTBOX_FRAMES: Final = 64  # frames queued for one reader; a full outbox closes it (4008)
 OUTBOX_HIGH_WATER: Final = 32  # queued frames that pause a room's posts; half leaves headroom
 STALL_SECONDS: Final = 10.0  # above high water this long: stopped reading, not a busy server
+STALL_WINDOW_SECONDS: Final = 60  # the sliding window of a room's stall budget
+STALL_BUDGET_SECONDS: Final = 10.0  # posts held per window by all members; then close at once
+PAUSE_TAIL_SECONDS: Final = 5.0  # a pause counts this long past its last refused post at most
+STALLED_CLIENTS: Final = 64  # clientIds a room remembers closing for stalling; oldest forgotten
+STALLED_MEMORY_SECONDS: Final = 600.0  # a clientId closed for stalling gets no grace for this long
 INBOX_COMMANDS: Final = 256  # commands queued for one room; senders wait when it is full
 ROOM_GRACE_SECONDS: Final = 5.0  # an empty room lingers this long in case someone reconnects
 ABUSE_WINDOW_SECONDS: Final = 10.0  # window for counting rate-limited frames
 ABUSE_THRESHOLD: Final = 100  # rate-limited frames within the window that close the socket
-CLEAR_COOLDOWN_SECONDS: Final = 3.0  # one clear_history per connection per this many seconds
+CLEAR_COOLDOWN_SECONDS: Final = 3.0  # one clear_history per room per this many seconds
 SWEEP_INTERVAL_SECONDS: Final = 3600.0  # how often expired rooms are deleted
 TOMBSTONE_DAYS: Final = 90  # a swept confirmed room's verifier stays: its link still works
 ACTIVE_MARK_SECONDS: Final = 600.0  # a join marks its room active at most this often

@@ -1,4 +1,4 @@
-"""A token bucket: the per-connection message rate limit, free of clocks and I/O."""
+"""Rate limits and time budgets, free of clocks and I/O: the caller passes the time."""
 
 from typing import final
 
@@ -47,3 +47,43 @@ class WindowCounter:
         self._events = [t for t in self._events if t > cutoff]
         self._events.append(now)
         return len(self._events) > self._threshold
+
+
+@final
+class TimeInWindow:
+    """Adds up the time spent in some state (a room held up, say) over a sliding window.
+
+    One slot per second of the window, so its memory is fixed whatever the caller
+    does. The caller passes times in ms, so tests need no clock. ``total`` counts
+    every second that overlaps the window in full: it errs high, by under a second.
+    """
+
+    __slots__ = ("_seconds", "_spent", "_window")
+
+    def __init__(self, window_seconds: int) -> None:
+        self._window = window_seconds
+        self._spent = [0] * (window_seconds + 1)  # ms spent in the second each slot holds
+        self._seconds = [-1] * (window_seconds + 1)  # which second that is
+
+    def add(self, start_ms: int, end_ms: int) -> None:
+        """Record time spent from ``start_ms`` to ``end_ms``; calls come in time order."""
+        start_ms = max(start_ms, (end_ms // 1000 - self._window) * 1000)
+        while start_ms < end_ms:
+            second = start_ms // 1000
+            upto = min(end_ms, (second + 1) * 1000)
+            slot = second % len(self._spent)
+            if self._seconds[slot] != second:
+                self._seconds[slot] = second
+                self._spent[slot] = 0
+            self._spent[slot] += upto - start_ms
+            start_ms = upto
+
+    def total(self, now_ms: int) -> int:
+        """The time recorded in the window that ends at ``now_ms``, in ms."""
+        newest = now_ms // 1000
+        oldest = newest - self._window
+        return sum(
+            spent
+            for second, spent in zip(self._seconds, self._spent, strict=True)
+            if oldest <= second <= newest
+        )

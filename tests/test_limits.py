@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import trio
+from trio_websocket import ConnectionRejected, open_websocket_url
 
 import securechat.actor
 from securechat.limits import ABUSE_THRESHOLD, STALL_SECONDS
@@ -47,6 +48,17 @@ BAD_FRAMES: list[tuple[str | bytes, str]] = [
     (json.dumps({**fake_message(), "ciphertext": "A" * 25}), "bad_envelope"),
     (json.dumps({**fake_message(), "ciphertext": b64url(bytes(32769))}), "too_large"),
     ('{"type": "clear_history", "all": true}', "bad_envelope"),
+    ('{"type": "clear_history", "type": "clear_history"}', "bad_envelope"),
+    ('{"type": "message", ' + json.dumps(fake_message())[1:], "bad_envelope"),
+    (json.dumps(fake_message())[:-1] + ', "iv": "' + b64url(bytes(12)) + '"}', "bad_envelope"),
+    ('{"type": "hello", "auth": "x", "auth": "' + new_token() + '"}', "bad_envelope"),
+    (json.dumps({**fake_message(), "iv": b64url(bytes(12)) + "\n"}), "bad_envelope"),
+    (json.dumps({**fake_message(), "ciphertext": b64url(bytes(18)) + "\n"}), "bad_envelope"),
+    ("[" * 1000, "bad_json"),
+    ("[" * 1000 + "]" * 1000, "bad_json"),
+    ('{"type": "message", "iv": ' + "[" * 1000, "bad_json"),
+    ('{"extra": ' + "[" * 1000 + "]" * 1000 + ', "type": "message"}', "bad_json"),
+    ('{"type": "message", "extra": ' + '{"a": ' * 1000, "bad_json"),
     (b"\x00\x01binary", "binary_not_supported"),
     ('{"type": "hello", "auth": "' + new_token() + '"}', "unexpected_hello"),
 ]
@@ -150,13 +162,59 @@ async def test_rate_limit_drops_and_sustained_abuse_closes(
     await server.stop()
 
 
-async def test_clear_history_cooldown(nursery: trio.Nursery, server: ServerHandle) -> None:
-    alice = await joined_peer(nursery, server, new_room_id(), new_token())
-    await alice.send({"type": "clear_history"})
-    await alice.expect("history_cleared")
-    await alice.expect("system", event="cleared")
-    await alice.send({"type": "clear_history"})
-    await alice.expect("error", code="rate_limited")
+async def test_clear_history_cooldown_is_per_room(
+    nursery: trio.Nursery, server: ServerHandle
+) -> None:
+    room, token = new_room_id(), new_token()
+    # Five sockets of one holder, each asking once: one clear, four refusals.
+    sockets = [await joined_peer(nursery, server, room, token) for _ in range(5)]
+    for i, peer in enumerate(sockets):
+        for _ in range(len(sockets) - 1 - i):
+            await peer.expect("system", event="joined")
+    for peer in sockets:
+        await peer.send({"type": "clear_history"})
+    first, *others = sockets
+    for peer in sockets:
+        await peer.expect("history_cleared", by=first.client_id)
+        await peer.expect("system", event="cleared")
+    for peer in others:
+        await peer.expect("error", code="rate_limited", message="slow down: frame dropped")
+    await first.send({"type": "clear_history"})
+    await first.expect("error", code="rate_limited")
+
+
+async def test_an_idle_socket_is_closed_with_4410(nursery: trio.Nursery, tmp_path: Path) -> None:
+    server = await custom_server(nursery, tmp_path, idle_timeout=0.5, ping_interval=0.1)
+    room, token = new_room_id(), new_token()
+    talker = await joined_peer(nursery, server, room, token)
+    silent = await joined_peer(nursery, server, room, token)
+    await talker.expect("system", event="joined")
+    # Frames keep a socket open, whatever they are; pongs (answering the server's
+    # pings every 0.1 s) do not count.
+    seen = []
+    for _ in range(6):
+        await trio.sleep(0.2)
+        await talker.send_raw("{}")
+        while (envelope := await talker.receive())["type"] != "error":
+            seen.append(envelope)
+    assert await silent.closed_with() == 4410
+    assert silent.ws.closed is not None
+    assert silent.ws.closed.reason == "idle too long"
+    assert [(e["event"], e["clientId"]) for e in seen] == [("left", silent.client_id)]
+    await talker.post()
+    await talker.expect("message")
+    assert await talker.closed_with() == 4410
+    await server.stop()
+
+
+async def test_a_client_id_must_be_ascii(nursery: trio.Nursery, server: ServerHandle) -> None:
+    room = new_room_id()
+    await joined_peer(nursery, server, room, new_token(), client_id="alice01")
+    for lookalike in ("al%C4%B1ce01", "%C5%BFtuff", "%E2%84%AAelvin"):  # U+0131, U+017F, U+212A
+        with trio.fail_after(5), pytest.raises(ConnectionRejected) as refused:
+            async with open_websocket_url(f"{server.ws_base}/ws/{room}?client={lookalike}"):
+                pass
+        assert refused.value.status_code == 400
 
 
 async def test_room_full_closes_with_4409_after_the_token_check(

@@ -30,9 +30,9 @@ json_values = st.recursive(
 envelope_like = st.fixed_dictionaries(
     {"type": st.sampled_from(["hello", "message", "clear_history", "other"])},
     optional={
-        "auth": st.text(alphabet="AZaz09-_=+/", max_size=50),
-        "iv": st.text(alphabet="AZaz09-_=+/", max_size=20),
-        "ciphertext": st.text(alphabet="AZaz09-_=+/", max_size=40),
+        "auth": st.text(alphabet="AZaz09-_=+/\n:", max_size=50),
+        "iv": st.text(alphabet="AZaz09-_=+/\n:", max_size=20),
+        "ciphertext": st.text(alphabet="AZaz09-_=+/\n:", max_size=40),
         "extra": json_values,
     },
 )
@@ -65,12 +65,98 @@ def test_envelope_shaped_json(value: dict[str, object]) -> None:
     check(result)
     if isinstance(result, SendMessage):
         assert len(result.iv) == 16
+    if not isinstance(result, FrameError):
+        texts = [v for k, v in value.items() if k != "type" and isinstance(v, str)]
+        assert not any(c in text for text in texts for c in "\n:=+/")
 
 
 @given(st.binary(min_size=17, max_size=300), st.binary(min_size=12, max_size=12))
 def test_valid_messages_round_trip(ciphertext: bytes, iv: bytes) -> None:
     frame = json.dumps({"type": "message", "iv": b64url(iv), "ciphertext": b64url(ciphertext)})
     assert decode_frame(frame, LIMIT) == SendMessage(iv=b64url(iv), ciphertext=b64url(ciphertext))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(min_value=1, max_value=5000),
+    st.sampled_from(["[", '{"a":', '{"type": "message", "iv": [', '{"x": {"y": ']),
+    st.booleans(),
+)
+def test_deep_nesting(depth: int, opener: str, closed: bool) -> None:
+    frame = opener + "[" * depth + ("]" * depth if closed else "")
+    result = decode_frame(frame, LIMIT)
+    check(result)
+    assert isinstance(result, FrameError)
+
+
+def render(pairs: list[tuple[str, object]]) -> str:
+    return "{" + ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in pairs) + "}"
+
+
+@settings(max_examples=300, deadline=None)
+@given(envelope_like, st.data())
+def test_a_repeated_key_is_refused(value: dict[str, object], data: st.DataObject) -> None:
+    pairs = list(value.items())
+    key, again = data.draw(st.sampled_from(pairs))
+    again = data.draw(st.sampled_from([again, "AAAA", "message", "hello"]))
+    pairs.insert(data.draw(st.integers(0, len(pairs))), (key, again))
+    result = decode_frame(render(pairs), LIMIT)
+    check(result)
+    assert isinstance(result, FrameError)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.binary(min_size=12, max_size=12),
+    st.binary(min_size=17, max_size=60),
+    st.sampled_from(["iv", "ciphertext"]),
+    # JSON escapes: a raw newline inside a string is not JSON at all.
+    st.sampled_from(["\\n", "\\r\\n", "\\n\\n", " ", "\\u000a", "\\u000A"]),
+)
+def test_base64url_with_a_trailing_newline_is_refused(
+    iv: bytes, ciphertext: bytes, field: str, suffix: str
+) -> None:
+    fields = {"iv": b64url(iv), "ciphertext": b64url(ciphertext)}
+    frame = (
+        '{"type": "message", '
+        + ", ".join(f'"{k}": "{v}{suffix if k == field else ""}"' for k, v in fields.items())
+        + "}"
+    )
+    result = decode_frame(frame, LIMIT)
+    assert isinstance(result, FrameError)
+    assert result.code is ErrorCode.BAD_ENVELOPE
+
+
+def test_a_repeated_key_with_valid_values_is_a_bad_envelope() -> None:
+    token = b64url(bytes(32))
+    for frame in (
+        '{"type":"hello","auth":"' + token + '","auth":"' + token + '"}',
+        '{"type":"hello","type":"hello","auth":"' + token + '"}',
+        '{"type":"clear_history","type":"clear_history"}',
+        '{"type":"hello","auth":"' + token + '","proof":"AAAA","proof":"AAAA"}',
+        '{"type":"hello","auth":"' + token + '","auth":"' + token + '","proof":"AAAA"}',
+        '{"type":"message","iv":"AAAAAAAAAAAAAAAA","iv":"AAAAAAAAAAAAAAAA","ciphertext":"'
+        + b64url(bytes(20))
+        + '"}',
+    ):
+        assert decode_frame(frame, LIMIT) == FrameError(
+            ErrorCode.BAD_ENVELOPE, "a key appears more than once"
+        )
+    # Whitespace, escapes and key order do not matter.
+    spaced = '{ "auth" : "' + token + '" ,\n "typ\\u0065" :\t"hello" }'
+    assert decode_frame(spaced, LIMIT) == Hello(auth=token)
+    # A proof is one more key, not a repeated one.
+    proved = '{"type":"hello","auth":"' + token + '","proof":"AAAA"}'
+    assert decode_frame(proved, LIMIT) == Hello(auth=token, proof="AAAA")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(min_size=4, max_size=16))
+def test_client_ids_are_ascii(text: str) -> None:
+    parsed = parse_client_id(text)
+    if parsed is not None:
+        assert parsed.isascii()
+        assert parsed == text
 
 
 def test_limits_are_inclusive() -> None:
@@ -100,5 +186,14 @@ def test_id_formats() -> None:
     for bad in ("", "a" * 65, "a/b", "a.b", "ä", "a b", "a\n"):
         assert parse_room_id(bad) is None
     assert parse_client_id("AbC-_9") == "AbC-_9"
-    for bad in ("abc", "a" * 17, "ab.cd", "abcd\n", ""):
+    for bad in (
+        "abc",
+        "a" * 17,
+        "ab.cd",
+        "abcd\n",
+        "",
+        "al\u0131ce01",
+        "\u017ftuff",
+        "\u212aelvin",
+    ):
         assert parse_client_id(bad) is None

@@ -11,15 +11,24 @@ from securechat.actor import Room
 from securechat.errors import CloseCode
 from securechat.limits import (
     ACTIVE_MARK_SECONDS,
+    CLEAR_COOLDOWN_SECONDS,
     OUTBOX_FRAMES,
     OUTBOX_HIGH_WATER,
+    PAUSE_TAIL_SECONDS,
     ROOM_GRACE_SECONDS,
+    STALL_BUDGET_SECONDS,
     STALL_SECONDS,
+    STALL_WINDOW_SECONDS,
+    STALLED_CLIENTS,
+    STALLED_MEMORY_SECONDS,
 )
-from securechat.member import Member
+from securechat.member import Answer, Member, Outgoing
 from securechat.memory import MemoryStorage
 from securechat.protocol import ClientId, RoomId
+from securechat.ratelimit import TimeInWindow
 from securechat.room import (
+    ROOM_BUSY,
+    SLOW_DOWN,
     ClearRequest,
     Command,
     Join,
@@ -31,6 +40,7 @@ from securechat.room import (
 )
 from securechat.storage import (
     Append,
+    Clear,
     Confirm,
     Quota,
     RoomRecord,
@@ -46,22 +56,31 @@ VERIFIER = b"v" * 32
 SETTINGS = RoomSettings(history_cap=3, max_participants=3)
 IV = "AAAAAAAAAAAAAAAA"
 BUSY = {"type": "error", "code": "rate_limited", "message": "room busy: frame dropped"}
+SLOW = {"type": "error", "code": "rate_limited", "message": "slow down: frame dropped"}
+STALL_MS = int(STALL_SECONDS * 1000)
+BUDGET_MS = int(STALL_BUDGET_SECONDS * 1000)
+WINDOW_MS = STALL_WINDOW_SECONDS * 1000
 
 
 class Probe:
     """A member plus the receive side of its outbox."""
 
     def __init__(self, client_id: str, outbox_size: int = 16) -> None:
-        send, self.inbox = trio.open_memory_channel[str](outbox_size)
+        send, self.inbox = trio.open_memory_channel[Outgoing](outbox_size)
         self.member = Member(ClientId(client_id), send)
 
     def frames(self) -> list[dict[str, Any]]:
+        """Read everything queued, as the connection's pump would."""
         out: list[dict[str, Any]] = []
         while True:
             try:
-                out.append(msgspec.json.decode(self.inbox.receive_nowait()))
+                frame = self.inbox.receive_nowait()
             except trio.WouldBlock:
                 return out
+            if isinstance(frame, Answer):
+                self.member.answer_taken()
+                frame = frame.text
+            out.append(msgspec.json.decode(frame))
 
     def fall_behind(self) -> None:
         """Leave frames unread up to the high-water mark, as a reader that stopped would."""
@@ -317,6 +336,156 @@ def test_one_batch_never_overfills_an_outbox() -> None:
             range(1, OUTBOX_HIGH_WATER + 1)
         )
         assert frames.count(BUSY) == (40 - OUTBOX_HIGH_WATER) // 2
+
+
+def test_answers_never_make_a_member_congested() -> None:
+    rules, (alice, mute) = room_of("alice", "muted")
+    # A connection that never reads but keeps sending fills its outbox with its own
+    # refusals: they take space, but only what the room relays can pause the room.
+    answers = OUTBOX_HIGH_WATER + 8
+    for i in range(answers):
+        mute.member.deliver_nowait((ROOM_BUSY, SLOW_DOWN)[i % 2])
+    assert mute.member.backlog == 0
+    for now in range(OUTBOX_FRAMES - answers):
+        out = apply(rules, Post(alice.member, IV, "c"), now)
+        assert [type(write) for write in out.writes] == [Append]
+    assert mute.member.backlog == OUTBOX_FRAMES - answers
+    # Its outbox is full: the next frame closes it, and nothing was ever held up.
+    assert [mute.member.close_code] == [None]
+    assert apply(rules, Post(alice.member, IV, "c"), 100).writes
+    assert mute.member.close_code is CloseCode.TOO_SLOW
+    assert [f["type"] for f in alice.frames()] == ["message"] * (OUTBOX_FRAMES - answers + 1)
+
+
+def test_a_reader_reads_its_answers_too() -> None:
+    rules, (alice, bob) = room_of("alice", "bobby")
+    bob.fall_behind()
+    for now in range(3):
+        apply(rules, Post(alice.member, IV, "c"), now)
+    assert alice.frames() == [BUSY] * 3
+    assert alice.member.backlog == 0  # read, and the count of answers with them
+
+
+def stall(rules: RoomRules, alice: Probe, stuck: Probe, start: int, step: int = 500) -> int:
+    """Alice posts every ``step`` ms while ``stuck`` is behind; return when it was closed."""
+    stuck.fall_behind()
+    now = start
+    while stuck.member.close_code is None:
+        apply(rules, Post(alice.member, IV, "c"), now)
+        now += step
+        assert now - start < 10 * STALL_MS, "never closed"
+    alice.frames()
+    return now - step - start
+
+
+def test_the_room_holds_posts_for_at_most_its_budget_then_closes_at_once() -> None:
+    rules, (alice,) = room_of("alice")
+    # One member stalls: the room waits for it the full stall limit.
+    first = Probe("stuck0", OUTBOX_FRAMES)
+    apply(rules, Join(first.member, VERIFIER), 0)
+    assert stall(rules, alice, first, 0) > STALL_MS
+    assert rules.paused_ms(STALL_MS + 1000) > BUDGET_MS - 1000
+    # Within the same window, others (new sockets, new clientIds) get no grace at all:
+    # the first post that finds one behind closes it, and goes through.
+    for i in range(1, 5):
+        other = Probe(f"stuck{i}", OUTBOX_FRAMES)
+        now = STALL_MS + i * 8_000
+        apply(rules, Join(other.member, VERIFIER), now)
+        assert stall(rules, alice, other, now) == 0
+        assert alice.frames() == []
+    assert [f["id"] for f in alice.frames()] == []
+    # A window after the first pause, the budget is back: a newcomer gets the grace.
+    late = Probe("stuck9", OUTBOX_FRAMES)
+    now = STALL_MS + WINDOW_MS + 2_000
+    apply(rules, Join(late.member, VERIFIER), now)
+    assert stall(rules, alice, late, now) > STALL_MS
+
+
+def test_a_client_id_that_stalled_gets_no_grace_when_it_comes_back() -> None:
+    rules, (alice,) = room_of("alice")
+    first = Probe("stuck", OUTBOX_FRAMES)
+    apply(rules, Join(first.member, VERIFIER), 0)
+    assert stall(rules, alice, first, 0) > STALL_MS
+    # Long after the room's budget is back, the same clientId is closed at once.
+    for now in (2 * WINDOW_MS, int(STALLED_MEMORY_SECONDS * 1000) - 1000):
+        again = Probe("stuck", OUTBOX_FRAMES)
+        apply(rules, Join(again.member, VERIFIER), now)
+        assert stall(rules, alice, again, now) == 0
+    # Then it is forgiven.
+    now = int(STALLED_MEMORY_SECONDS * 1000) * 3
+    forgiven = Probe("stuck", OUTBOX_FRAMES)
+    apply(rules, Join(forgiven.member, VERIFIER), now)
+    assert stall(rules, alice, forgiven, now) > STALL_MS
+
+
+def test_the_room_remembers_a_bounded_number_of_stallers() -> None:
+    rules = RoomRules(
+        RoomRecord(),
+        RoomSettings(history_cap=3, max_participants=STALLED_CLIENTS + 10),
+    )
+    alice = Probe("alice", OUTBOX_FRAMES)
+    apply(rules, Join(alice.member, VERIFIER), 0)
+    first = Probe("first", OUTBOX_FRAMES)
+    apply(rules, Join(first.member, VERIFIER), 0)
+    assert stall(rules, alice, first, 0) > STALL_MS
+    now = STALL_MS + 1000
+    names = [f"user{i:03}" for i in range(STALLED_CLIENTS)]
+    for name in names:  # each closed at once (the budget is spent), each remembered
+        probe = Probe(name, OUTBOX_FRAMES)
+        apply(rules, Join(probe.member, VERIFIER), now)
+        assert stall(rules, alice, probe, now) == 0
+    now += WINDOW_MS + 2_000  # the budget is back; only the memory of clientIds is left
+    newest = Probe(names[-1], OUTBOX_FRAMES)
+    apply(rules, Join(newest.member, VERIFIER), now)
+    assert stall(rules, alice, newest, now) == 0
+    forgotten = Probe("first", OUTBOX_FRAMES)
+    apply(rules, Join(forgotten.member, VERIFIER), now)
+    assert stall(rules, alice, forgotten, now) > STALL_MS
+
+
+def test_a_pause_nobody_waits_through_counts_only_its_tail() -> None:
+    rules, (alice, slow) = room_of("alice", "slowy")
+    slow.fall_behind()
+    apply(rules, Post(alice.member, IV, "c"), 0)
+    slow.frames()  # it catches up; nobody posts for a while
+    assert apply(rules, Post(alice.member, IV, "c"), 30_000).writes
+    tail_ms = int(PAUSE_TAIL_SECONDS * 1000)
+    assert tail_ms <= rules.paused_ms(30_000) <= tail_ms + 1000
+    # Refused posts keep the pause open; the one taken ends it.
+    slow.fall_behind()
+    for now in range(31_000, 35_000, 1_000):
+        apply(rules, Post(alice.member, IV, "c"), now)
+    slow.frames()
+    apply(rules, Post(alice.member, IV, "c"), 35_500)
+    assert tail_ms + 4_500 <= rules.paused_ms(35_500) <= tail_ms + 5_500
+    assert rules.paused_ms(35_500 + WINDOW_MS + 1000) == 0
+
+
+def test_time_in_window() -> None:
+    window = TimeInWindow(60)
+    window.add(500, 2_500)
+    assert window.total(2_500) == 2_000
+    window.add(59_000, 61_000)
+    # Whole seconds, the one ``now`` is in and the 60 before: at 61 s, second 0 is out.
+    assert window.total(61_000) == 1_500 + 2_000
+    assert window.total(62_000) == 500 + 2_000
+    window.add(70_000, 400_000)  # a long span keeps only what fits in the window
+    assert window.total(400_000) == 60_000
+    assert window.total(1_000_000) == 0
+
+
+def test_one_clear_per_room_per_cooldown_whoever_asks() -> None:
+    rules, (alice, bob) = room_of("alice", "bobby")
+    cooldown_ms = int(CLEAR_COOLDOWN_SECONDS * 1000)
+    assert [type(w) for w in apply(rules, ClearRequest(alice.member), 1_000).writes] == [Clear]
+    bob.frames()
+    alice.frames()
+    for who, now in ((bob, 1_001), (alice, 2_000), (bob, cooldown_ms + 999)):
+        assert apply(rules, ClearRequest(who.member), now).writes == []
+        assert who.frames() == [SLOW]
+    assert alice.frames() == []
+    assert apply(rules, ClearRequest(bob.member), cooldown_ms + 1_000).writes == [Clear()]
+    assert [f["type"] for f in alice.frames()] == ["history_cleared", "system"]
 
 
 async def test_commands_from_non_members_are_ignored(nursery: trio.Nursery) -> None:

@@ -13,7 +13,7 @@ from typing import Final
 
 import trio
 
-from securechat.peer.display import json_line, line
+from securechat.peer.display import clean, json_line, line, names
 from securechat.peer.events import (
     Challenged,
     ChatMessage,
@@ -186,7 +186,7 @@ async def _chat(link: InviteLink, identity: Identity) -> int:
             nonlocal status
             async for event in events:
                 if isinstance(event, Stopped):
-                    status = _fail(event.reason)
+                    status = _fail(clean(event.reason))
                     break
                 if isinstance(event, Challenged):
                     _note(SECURING)
@@ -221,7 +221,7 @@ async def _read_lines(session: Session) -> None:
             except NotConnected as exc:
                 _say(f"! {exc}")
         elif command == "/who":
-            _say(f"* here: {', '.join(session.conversation.participants) or 'nobody'}")
+            _say(f"* here: {names(session.conversation.participants) or 'nobody'}")
         elif command.startswith("/") and " " not in command:
             _say(f"! unknown command {command}; {CHAT_HELP}")
         elif command:
@@ -264,7 +264,7 @@ async def _tail(link: InviteLink, identity: Identity) -> int:
                 case ChatMessage():
                     _say(json_line(event))
                 case Unreadable(id=message_id, sender=sender):
-                    _note(f"message {message_id} from {sender} could not be decrypted")
+                    _note(f"message {message_id} from {clean(sender)} could not be decrypted")
                 case Stopped(reason=reason):
                     return _fail(reason)
                 case ServerError() | Disconnected():

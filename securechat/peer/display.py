@@ -1,13 +1,16 @@
 """How events look in a terminal and in ``tail``'s JSON lines.
 
-Everything a peer wrote passes through ``clean`` before it reaches a terminal:
-a message could otherwise carry escape sequences that rewrite the screen,
-retitle the window or hide text (bidirectional overrides).
+Everything a peer or the server wrote passes through ``clean`` before it
+reaches a terminal: a message, a clientId (the server relays whatever it likes
+as ``from``, ``participants`` or ``by``), a close reason. It could otherwise carry
+escape sequences that rewrite the screen, retitle the window or hide text
+(bidirectional overrides). ``tail``'s JSON lines escape the same characters.
 """
 
 import json
 import re
 import time
+from collections.abc import Iterable
 from typing import Final
 
 from securechat.peer.events import (
@@ -42,9 +45,19 @@ def when(ms: int, now: float | None = None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", moment)
 
 
+def _escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
 def who(sender: str, name: str | None, own: bool = False) -> str:
+    sender = clean(sender)
     label = f"{clean(name[:MAX_NAME_CHARS])} ({sender})" if name else sender
     return f"{label} (you)" if own else label
+
+
+def names(client_ids: Iterable[str]) -> str:
+    """Client ids for a line, cleaned: the server supplies them."""
+    return ", ".join(clean(client_id) for client_id in client_ids)
 
 
 def line(event: Event, me: str) -> str | None:
@@ -54,28 +67,32 @@ def line(event: Event, me: str) -> str | None:
             body = clean(event.text).replace("\n", "\n    ")
             return f"[{when(event.sent_at)}] {who(event.sender, event.name, event.own)}: {body}"
         case Unreadable():
-            return f"[{when(event.sent_at)}] {event.sender}: {UNREADABLE_TEXT}"
+            return f"[{when(event.sent_at)}] {clean(event.sender)}: {UNREADABLE_TEXT}"
         case Presence(event="connected", participants=participants):
             others = [p for p in participants if p != me]
-            here = ", ".join(others) if others else "nobody else yet"
+            here = names(others) if others else "nobody else yet"
             return f"* connected as {me}; here: {here}"
         case Presence(event="joined", client_id=client_id):
-            return f"* {client_id} joined"
+            return f"* {clean(client_id)} joined"
         case Presence(event="left", client_id=client_id):
-            return f"* {client_id} left"
+            return f"* {clean(client_id)} left"
         case Cleared(by=by):
-            return f"* the history was cleared by {by}"
+            return f"* the history was cleared by {clean(by)}"
         case ServerError(code=code, message=message):
             return f"! the server dropped a frame: {clean(message)} ({clean(code)})"
         case Disconnected(reason=reason, retry_in=retry_in):
-            return f"! {reason}; reconnecting in {retry_in:.1f} s"
+            return f"! {clean(reason)}; reconnecting in {retry_in:.1f} s"
         case Challenged() | Stopped():
             return None
     return None
 
 
 def json_line(message: ChatMessage) -> str:
-    """``{"id","from","sentAt","name","text"}`` on one line (newlines escaped)."""
+    """``{"id","from","sentAt","name","text"}`` on one line (newlines escaped).
+
+    JSON escapes C0 controls itself; the other characters ``clean`` replaces are
+    escaped too (``\\u009b``), so the line is safe on a terminal and loses nothing.
+    """
     record = {
         "id": message.id,
         "from": message.sender,
@@ -83,4 +100,4 @@ def json_line(message: ChatMessage) -> str:
         "name": message.name,
         "text": message.text,
     }
-    return json.dumps(record, ensure_ascii=False)
+    return _UNSAFE.sub(_escape, json.dumps(record, ensure_ascii=False))
