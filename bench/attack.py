@@ -15,19 +15,17 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import random
 import socket
 import sys
-import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from picows import WSParsedURL
 
-from bench import hostile
+from bench import crashes, hostile
 from bench.servers import raise_open_files_limit
 from bench.siege import (
     Attacker,
@@ -55,9 +53,8 @@ ROOM_IDLE_S: Final = 6.0  # for a room nobody is in to stop: the server's 5 s gr
 OPEN_FILES_MARGIN: Final = 64  # the server's own descriptors beside its sockets
 ANSWER_TIMEOUT_S: Final = 2.0  # for the server's answer to a bad frame
 LOG_FLUSH_S: Final = 0.5  # for the server to write what it logs about the last frames
-ALIVE_SETTLE_S: Final = 0.5  # after a crash input, before asking the server if it lives
-CRASH_PING_INTERVAL: Final = "0.05"  # seconds: pings often enough to race every close
-MAX_FUZZ_DEATHS: Final = 10  # the fuzz restarts a dead server this often, then stops
+FLOOD_POLL_S: Final = 0.25  # how often the flood checks the server's descriptor count
+FLOOD_AT_LIMIT_S: Final = 1.0  # held at the limit before the legitimate client comes
 FLOOD_RETRY_S: Final = 0.1  # a refused flood socket's pause: holds the flood without a spin
 LEGIT_SOURCE: Final = "127.0.0.2"  # another loopback address: not the attacker's source
 
@@ -85,7 +82,7 @@ class Sizes:
     fuzz_threads: int = 4
     rss_settle_s: float = 1.0  # after connecting, before reading the server's RSS
     close_settle_s: float = 6.0  # after the attacker closes: the server's 5 s room grace, and some
-    flood_settle_s: float = 5.0  # for the descriptor flood's handshakes to get as far as they can
+    flood_settle_s: float = 30.0  # at most, for the descriptor flood to reach the server's limit
     legit_timeout_s: float = 5.0  # the legitimate client's patience, well past every target
     solve_budget_s: float = 20.0  # attacker CPU seconds for proofs of work, per attack
 
@@ -96,7 +93,7 @@ class Sizes:
             disk_seconds=1.0, memory_rooms=30, squat_rooms=200, squat_args=("--max-rooms", "200"),
             flood_open_files=256, flood_sockets=282, log_frames=10, crash_threads=2,
             crash_rounds=3, fuzz_seconds=2.0, fuzz_threads=2, rss_settle_s=0.2, close_settle_s=1.0,
-            flood_settle_s=2.0, legit_timeout_s=3.0, solve_budget_s=2.0,
+            flood_settle_s=5.0, legit_timeout_s=3.0, solve_budget_s=2.0,
         )  # fmt: skip
 
 
@@ -408,6 +405,10 @@ class Flood:
                     await attacker.gone
                 finally:
                     self.live -= 1
+                if attacker.close_code is not None:
+                    self.tally[f"close {attacker.close_code} while held"] += 1
+                else:
+                    self.tally["dropped while held"] += 1
             else:
                 await asyncio.sleep(FLOOD_RETRY_S)
 
@@ -425,8 +426,15 @@ async def descriptors(sizes: Sizes) -> Result:
             asyncio.create_task(flood.hold(slot, server.base_url, hold_s))
             for slot in range(sizes.flood_sockets)
         ]
-        await asyncio.sleep(sizes.flood_settle_s)
-        held, waiting = flood.live, flood.waiting()
+        # The flood is in place once the server is out of descriptors (or has
+        # every socket), and a moment after, so that its accept loop meets the limit.
+        deadline = time.monotonic() + sizes.flood_settle_s
+        while time.monotonic() < deadline and flood.live < sizes.flood_sockets:
+            if server.open_fds() >= soft:
+                await asyncio.sleep(FLOOD_AT_LIMIT_S)
+                break
+            await asyncio.sleep(FLOOD_POLL_S)
+        held, waiting, fds = flood.live, flood.waiting(), server.open_fds()
         legit: Counter[str] = Counter()
         newcomer = Attacker(hostile.token(), legit, Solver(sizes.solve_budget_s))
         ok, legit_s = await _timed_join(
@@ -443,7 +451,8 @@ async def descriptors(sizes: Sizes) -> Result:
     outcome = f"connected in {legit_s:.2f} s" if ok else _refused_how(legit, legit_s)
     clear = ok or (bool(legit) and "timeout" not in legit)
     line = (
-        f"{sizes.flood_sockets:,} sockets against a soft limit of {soft:,}: {held:,} held, "
+        f"{sizes.flood_sockets:,} sockets against a soft limit of {soft:,}: server at {fds:,} "
+        f"descriptors, {held:,} sockets held, "
         f"{waiting:,} waiting, {flood.joined:,} joins; a legitimate client: {outcome}; server log: "
         f"{log.emfile_lines:,} EMFILE lines of {log.lines:,}; refused: {refusals(tally)}"
         f"{_solver_note(solver)}"
@@ -455,6 +464,7 @@ async def descriptors(sizes: Sizes) -> Result:
         log.emfile_lines == 0 and clear and legit_s <= FLOOD_TARGET_S,
         {
             "server_soft_limit": soft,
+            "server_fds": fds,
             "held": held,
             "waiting": waiting,
             "joins": flood.joined,
@@ -501,6 +511,10 @@ async def log_flood(sizes: Sizes) -> Result:
                     tally[refused.reason] += 1
                 except TimeoutError:
                     tally["no answer"] += 1
+                else:
+                    await asyncio.sleep(0)  # a close frame right behind the answer
+                    code = attacker.close_code
+                    tally["error frame" if code is None else f"close {code}"] += 1
             attacker.close()
 
     async with serving() as server:
@@ -532,107 +546,11 @@ async def log_flood(sizes: Sizes) -> Result:
 # ----- 6. crash -----------------------------------------------------------------------
 
 
-async def _alive(server: AttackServer) -> bool:
-    await asyncio.sleep(ALIVE_SETTLE_S)
-    return server.alive() and await asyncio.to_thread(hostile.healthy, server.address)
-
-
-def _repeat(send: Callable[[], None], rounds: int) -> None:
-    """Run ``send`` ``rounds`` times; stop early once the server no longer takes connections."""
-    for _ in range(rounds):
-        try:
-            send()
-        except ConnectionRefusedError:
-            return
-        except OSError:
-            continue  # reset or timed out: the server's answer to the frame
-
-
-@dataclass
-class Fuzz:
-    cases: Counter[str] = field(default_factory=Counter)
-    deaths: list[list[str]] = field(default_factory=list)  # case kinds in flight at each
-    seconds: float = 0.0
-
-
-def _fuzz_worker(
-    address: tuple[str, int],
-    rng: random.Random,
-    stop: threading.Event,
-    deadline: float,
-    recent: deque[str],
-    cases: Counter[str],
-) -> None:
-    """Run random cases until ``stop`` or ``deadline``; the last kinds run stay in ``recent``."""
-    while not stop.is_set() and time.monotonic() < deadline:
-        case = hostile.fuzz_case(rng)
-        recent.append(case.kind)
-        cases[case.kind] += 1
-        try:
-            hostile.run_case(address, case)
-        except ConnectionRefusedError:
-            return
-        except OSError:
-            continue  # reset or timed out: the server's answer to the case
-
-
-async def _stop_when_exited(process: Awaitable[int], stop: threading.Event) -> None:
-    await process
-    stop.set()
-
-
-async def _fuzz(seconds: float, threads: int, seed: int) -> Fuzz:
-    """Malformed frames and requests from ``threads`` threads; a dead server is restarted.
-
-    Each thread's generator is seeded from ``seed``, the restart count and the
-    thread's index, so a seed names the cases that were tried.
-    """
-    fuzz = Fuzz()
-    started = time.monotonic()
-    deadline = started + seconds
-    while time.monotonic() < deadline and len(fuzz.deaths) < MAX_FUZZ_DEATHS:
-        async with serving("--ping-interval", CRASH_PING_INTERVAL) as server:
-            stop = threading.Event()
-            recent: list[deque[str]] = [deque(maxlen=2) for _ in range(threads)]
-            rngs = [random.Random(f"{seed}-{len(fuzz.deaths)}-{k}") for k in range(threads)]  # noqa: S311  (a fuzz, not a secret)
-            watcher = asyncio.create_task(_stop_when_exited(server.process.wait(), stop))
-            await asyncio.gather(
-                *(
-                    asyncio.to_thread(
-                        _fuzz_worker, server.address, rng, stop, deadline, kinds, fuzz.cases
-                    )
-                    for rng, kinds in zip(rngs, recent, strict=True)
-                )
-            )
-            stop.set()
-            watcher.cancel()
-            if not await _alive(server):
-                fuzz.deaths.append(sorted({kind for kinds in recent for kind in kinds}))
-    fuzz.seconds = time.monotonic() - started
-    return fuzz
-
-
 async def crash(sizes: Sizes, seed: int) -> Result:
     """The known one-connection crashes, then a fuzz: is the server alive after each?"""
-    alive: dict[str, bool] = {}
-    async with serving() as server:
-        await asyncio.to_thread(_repeat, lambda: hostile.send_glued_upgrade(server.address), 1)
-        alive["upgrade + 1 byte"] = await _alive(server)
-    for name, data in hostile.VIOLATIONS.items():
-        async with serving("--ping-interval", CRASH_PING_INTERVAL) as server:
-
-            def violate(address: tuple[str, int] = server.address, data: bytes = data) -> None:
-                hostile.send_violation(address, data)
-
-            await asyncio.gather(
-                *(
-                    asyncio.to_thread(_repeat, violate, sizes.crash_rounds)
-                    for _ in range(sizes.crash_threads)
-                )
-            )
-            alive[name] = await _alive(server)
-    fuzz = await _fuzz(sizes.fuzz_seconds, sizes.fuzz_threads, seed)
-    crashes = ", ".join(f"{name}: {'alive' if ok else 'DEAD'}" for name, ok in alive.items())
+    alive = await crashes.known_inputs(sizes.crash_threads, sizes.crash_rounds)
+    fuzz = await crashes.fuzz(sizes.fuzz_seconds, sizes.fuzz_threads, seed)
+    outcomes = ", ".join(f"{name}: {'alive' if ok else 'DEAD'}" for name, ok in alive.items())
     if fuzz.deaths:
         killers = Counter(kind for kinds in fuzz.deaths for kind in kinds)
         fuzzed = (
@@ -642,8 +560,8 @@ async def crash(sizes: Sizes, seed: int) -> Result:
     else:
         fuzzed = "alive"
     line = (
-        f"{crashes} ({sizes.crash_threads} threads x {sizes.crash_rounds}, pings every "
-        f"{CRASH_PING_INTERVAL} s); fuzz, {sizes.fuzz_threads} threads, {fuzz.seconds:.0f} s, "
+        f"{outcomes} ({sizes.crash_threads} threads x {sizes.crash_rounds}, pings every "
+        f"{crashes.PING_INTERVAL} s); fuzz, {sizes.fuzz_threads} threads, {fuzz.seconds:.0f} s, "
         f"{fuzz.cases.total():,} cases, seed {seed}: {fuzzed}"
     )
     return Result(

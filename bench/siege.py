@@ -100,6 +100,10 @@ class AttackServer:
             log.seek(since)
             return log.read().decode(errors="replace").splitlines()
 
+    def open_fds(self) -> int:
+        """Descriptors the server holds open right now."""
+        return len(os.listdir(f"/proc/{self.process.pid}/fd"))
+
     def open_files_soft(self) -> int:
         return resource.prlimit(self.process.pid, resource.RLIMIT_NOFILE)[0]
 
@@ -306,6 +310,7 @@ class Attacker(WSListener):
         self.echoes = 0
         self.wanted_echoes = 0
         self.closing = False
+        self.close_code: int | None = None  # the server's, if it sent one
         self._tasks: set[asyncio.Task[None]] = set()
 
     def on_ws_connected(self, transport: WSTransport) -> None:
@@ -318,7 +323,8 @@ class Attacker(WSListener):
         if not self.answered.done():
             self.answered.set_result(None)
         if frame.msg_type is WSMsgType.CLOSE:
-            self._fail(f"close {frame.get_close_code().value}")
+            self.close_code = frame.get_close_code().value
+            self._fail(f"close {self.close_code}")
             return
         if frame.msg_type is not WSMsgType.TEXT:
             return
@@ -345,7 +351,8 @@ class Attacker(WSListener):
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self._fail("dropped")
-        self.gone.set_result(None)
+        if not self.gone.done():
+            self.gone.set_result(None)
 
     async def _prove(self, challenge: str, bits: int) -> None:
         nonce = await self.solver.solve(_unb64url(challenge), bits)
