@@ -1,6 +1,7 @@
 """Run the benchmark suite: every scenario against securechat, --ephemeral and two other relays.
 
-Usage: ``python -m bench [--quick] [--duration S] [--scenario NAME ...]``
+Usage: ``python -m bench [--quick] [--duration S] [--scenario NAME ...]``;
+``python -m bench attack --help`` for the attack benchmark (bench/attack.py).
 
 All three relays are started for a scenario, measured in turn (the order rotates
 from one run to the next, so a slow moment on the shared machine does not always
@@ -19,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final
 
-from bench import report, scenarios
+from bench import attack, report, scenarios
 from bench.records import LoadRun, Results
 from bench.servers import (
     REPO_ROOT,
@@ -214,7 +215,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["attack"]:
+        return attack.main(arguments[1:])
+    args = parse_args(arguments)
     duration = args.duration or (1.0 if args.quick else 5.0)
     settings = Settings.quick(duration) if args.quick else Settings.full(duration)
     chosen = args.scenario or list(SCENARIOS)

@@ -1,22 +1,32 @@
 """The benchmark suite works: quick mode reports figures; the comparison relays speak the protocol.
 
+The attack benchmark (bench/attack.py) works too: its quick run prints a line per
+attack, and its attacker answers a proof-of-work challenge, which main never sends.
+
 No assertion here is about speed: the figures are checked for being there, not for their size.
 """
 
+import asyncio
+import base64
+import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
 import pytest
+from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.harness import fake_message, new_room_id, new_token
+from bench import hostile, siege
+from tests.harness import b64url, fake_message, new_room_id, new_token
 
 pytestmark = pytest.mark.slow
 
@@ -112,3 +122,68 @@ def test_peer_relays_with_history_presence_and_a_verifier(peer_url: str) -> None
                 mallory.recv(timeout=TIMEOUT_S)
             assert closed.value.rcvd is not None
             assert closed.value.rcvd.code == 4401
+
+
+def test_quick_attack_reports_every_attack(tmp_path: Path) -> None:
+    figures = tmp_path / "attack.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "attack", "--quick", "--fuzz-seconds", "1",
+         "--json", str(figures)],
+        cwd=ROOT, capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    results = {entry["name"]: entry for entry in json.loads(figures.read_text())}
+    assert list(results) == ["disk", "memory", "squat", "descriptors", "log", "crash"]
+    for name, entry in results.items():
+        assert isinstance(entry["met"], bool)
+        assert re.search(rf"^{name} +.+\| target: .+: (met|MISSED)$", result.stdout, re.MULTILINE)
+    assert results["disk"]["figures"]["rooms_created"] > 0
+    assert results["memory"]["figures"]["full_rooms"] > 0
+    assert results["log"]["figures"]["frames"] == 10
+    assert set(results["crash"]["figures"]["alive"]) >= {"upgrade + 1 byte", "unmasked frame"}
+    assert "targets met:" in result.stdout
+
+
+async def _challenging_relay(bits: int, proofs: list[bytes]) -> tuple[str, Callable[[], None]]:
+    """A relay that answers every hello with a proof-of-work challenge, then `connected`."""
+    challenge = os.urandom(16)
+
+    async def handler(connection: ServerConnection) -> None:
+        hello = json.loads(await connection.recv())
+        await connection.send(json.dumps(
+            {"type": "challenge", "challenge": b64url(challenge), "bits": bits}
+        ))  # fmt: skip
+        answer = json.loads(await connection.recv())
+        assert answer["auth"] == hello["auth"]
+        nonce = base64.urlsafe_b64decode(answer["proof"] + "=" * (-len(answer["proof"]) % 4))
+        assert len(nonce) <= 16
+        digest = int.from_bytes(hashlib.sha256(challenge + nonce).digest(), "big")
+        assert digest >> (256 - bits) == 0
+        proofs.append(nonce)
+        await connection.send(json.dumps({"type": "system", "event": "connected"}))
+        await connection.wait_closed()
+
+    server = await serve(handler, "127.0.0.1", 0)
+    port = next(iter(server.sockets)).getsockname()[1]
+    return f"http://127.0.0.1:{port}", server.close
+
+
+def test_attacker_solves_a_challenge_within_its_budget() -> None:
+    async def attack() -> None:
+        proofs: list[bytes] = []
+        base_url, stop = await _challenging_relay(12, proofs)
+        try:
+            tally: Counter[str] = Counter()
+            solver = siege.Solver(budget_s=TIMEOUT_S)
+            attacker = siege.Attacker(hostile.token(), tally, solver)
+            assert await siege.join(base_url, hostile.room_id(), "abcd1234", attacker, TIMEOUT_S)
+            attacker.close()
+            assert (solver.solved, tally["challenge solved"], len(proofs)) == (1, 1, 1)
+            spent = siege.Solver(budget_s=0.0)
+            refused = siege.Attacker(hostile.token(), tally, spent)
+            assert not await siege.join(base_url, hostile.room_id(), "abcd1234", refused, TIMEOUT_S)
+            assert (spent.gave_up, tally["challenge given up"], len(proofs)) == (1, 1, 1)
+        finally:
+            stop()
+
+    asyncio.run(attack())
