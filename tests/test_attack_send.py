@@ -22,6 +22,7 @@ from wsproto.events import AcceptConnection, Event, Request, TextMessage
 import securechat.server
 from securechat import boundary
 from securechat.capacity import ConnectionGauge
+from securechat.limits import SEND_TIMEOUT_SECONDS, SHUTDOWN_CLOSE_SECONDS, STALL_SECONDS
 from tests.harness import (
     WAIT,
     Peer,
@@ -175,3 +176,33 @@ async def test_a_peer_that_never_reads_is_cut_off_at_the_send_deadline(
     sent = await poster.post()  # the attacker's room goes on without it
     assert (await poster.expect("message"))["ciphertext"] == sent["ciphertext"]
     await server.stop()
+
+
+async def test_a_peer_that_never_reads_does_not_hold_up_shutdown(
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The 1001 for the attacker queues behind the stuck write, and Hypercorn's
+    # cancellation on shutdown cannot reach into a shielded send: the deadline can.
+    monkeypatch.setattr(boundary, "SEND_TIMEOUT_SECONDS", SEND_TIMEOUT)
+    config = make_config(tmp_path / "d", rate=1000.0, burst=POSTS)
+    server = await start_server(nursery, config)
+    room, token = new_room_id(), new_token()
+    poster = await joined_peer(nursery, server, room, token)
+    attacker = await NonReader.connect(server.port)
+    try:
+        with trio.fail_after(WAIT):
+            await attacker.hello(room, token)
+            await poster.expect("system", event="joined")
+            await post_until_busy(poster, POSTS)
+        started = time.monotonic()
+        with trio.fail_after(SEND_TIMEOUT + SHUTDOWN_CLOSE_SECONDS + MARGIN):
+            await server.stop()
+        assert time.monotonic() - started > SEND_TIMEOUT * 0.5  # it did wait for the cut
+    finally:
+        await attacker.stream.aclose()  # frees a send still stuck: a failure, not a hang
+
+
+def test_the_send_deadline_is_no_longer_than_the_stall_rule() -> None:
+    # A socket stuck behind a write is gone by the time the room would judge its
+    # reader stopped (4008), not some time after.
+    assert SEND_TIMEOUT_SECONDS <= STALL_SECONDS
