@@ -4,8 +4,9 @@ Hypercorn runs one ``TCPServer`` task per TCP connection, all in one nursery,
 so an exception in any of them used to end the whole server. ``install``
 replaces three of Hypercorn 0.18's classes with small subclasses; with a plain
 Hypercorn ``Config`` (not a ``BoundaryConfig``) the caps, h2c refusal and
-headers stay off and only the bug fixes apply. Each change is tested in
-tests/test_attack_transport.py.
+headers stay off and only the bug fixes apply (the send deadline among them).
+Each change is tested in tests/test_attack_transport.py, the send deadline in
+tests/test_attack_send.py.
 
 - ``TCPServer`` (in ``hypercorn.trio.run``): a cap on open connections (over
   it: a 503, then close); any exception of one connection is logged once per

@@ -165,7 +165,7 @@ async def test_a_peer_that_never_reads_is_cut_off_at_the_send_deadline(
         closed = time.monotonic()
         assert closed - started > SEND_TIMEOUT * 0.9  # the deadline cut it, nothing sooner
         assert closed - stuck_by < SEND_TIMEOUT + MARGIN
-        assert rounds >= 5, rounds
+        assert rounds >= 3, rounds
         with trio.fail_after(WAIT):  # nothing is left to read but what had arrived
             assert await attacker.read_to_the_end(), "expected a reset, not a lingering close"
     finally:
