@@ -4,14 +4,16 @@ Hypercorn runs one ``TCPServer`` task per TCP connection, all in one nursery,
 so an exception in any of them used to end the whole server. ``install``
 replaces three of Hypercorn 0.18's classes with small subclasses; with a plain
 Hypercorn ``Config`` (not a ``BoundaryConfig``) the caps, h2c refusal and
-headers stay off and only the bug fixes apply. Each change is tested in
-tests/test_attack_transport.py.
+headers stay off and only the bug fixes apply (the send deadline among them).
+Each change is tested in tests/test_attack_transport.py, the send deadline in
+tests/test_attack_send.py.
 
 - ``TCPServer`` (in ``hypercorn.trio.run``): a cap on open connections (over
   it: a 503, then close); any exception of one connection is logged once per
   kind and closes that connection alone; EOF is no longer sent while another
   task sends (BusyResourceError); a cancelled close no longer leaves the
-  socket open.
+  socket open; a write the peer does not take within ``SEND_TIMEOUT_SECONDS``
+  resets the connection instead of holding it for as long as the peer likes.
 - ``H11Protocol`` (in ``hypercorn.protocol``): HTTP/2 over cleartext refused
   unless enabled; the security headers on every response, Hypercorn's own
   (400, 431, 501, ...) included.
@@ -20,8 +22,11 @@ tests/test_attack_transport.py.
   (pgjones/hypercorn#225); a socket silent after a ping is closed.
 """
 
+import contextlib
 import logging
 import math
+import socket
+import struct
 from typing import Final, final
 
 import h11
@@ -43,9 +48,11 @@ from wsproto.frame_protocol import CloseReason
 from securechat.capacity import ConnectionGauge
 from securechat.failures import FailureLog
 from securechat.headers import SECURITY_HEADERS
-from securechat.limits import PONG_DEADLINE_MIN_SECONDS, REFUSAL_SECONDS
+from securechat.limits import PONG_DEADLINE_MIN_SECONDS, REFUSAL_SECONDS, SEND_TIMEOUT_SECONDS
 
 logger: Final = logging.getLogger("securechat.boundary")
+
+_LINGER_OFF: Final = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close(2) sends a reset
 
 _SECURITY: Final = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in SECURITY_HEADERS.items()]
 _SECURITY_NAMES: Final = frozenset(name for name, _ in _SECURITY)
@@ -153,6 +160,42 @@ class _TCPServer(TCPServer):
             gauge.end_refusal()
             await trio.aclose_forcefully(self.stream)
 
+    async def protocol_send(self, event: Event) -> None:
+        """Write raw bytes under the send lock, or abort a connection that takes too long.
+
+        Hypercorn shields each write, rightly: a cancelled ``send_all`` leaves part
+        of a frame on the wire, and the next write would continue from there. But
+        the shield had no deadline, so a peer that stopped reading (a zero receive
+        window) held the write, and every write queued behind the lock, the close
+        frame included, for as long as it kept the TCP connection open; the app's
+        tasks could not be cancelled out of it, nor could the server shut down.
+
+        Error handling: a write not taken within ``SEND_TIMEOUT_SECONDS`` resets
+        the connection (nothing more is written after the cut: later writes find
+        the stream closed) and the protocol is told it closed, so the app and the
+        connection's tasks end. A peer that went away is handled as in Hypercorn.
+        """
+        if not isinstance(event, RawData):
+            await super().protocol_send(event)
+            return
+        async with self.send_lock:
+            with trio.CancelScope(shield=True):
+                sent = await self._send_or_abort(event.data)
+            if not sent:
+                await self.protocol.handle(Closed())
+
+    async def _send_or_abort(self, data: bytes) -> bool:
+        """Whether ``data`` was written; False if the peer is gone or was cut off now."""
+        with trio.move_on_after(SEND_TIMEOUT_SECONDS):
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return False
+            return True
+        _reset_on_close(self.stream)
+        await trio.aclose_forcefully(self.stream)  # wakes this connection's reader too
+        return False
+
     async def _close(self) -> None:
         # Two fixes. Hypercorn sent EOF without the send lock, and send_eof
         # checkpoints while it owns the stream's send side: the ping task's
@@ -176,6 +219,19 @@ class _TCPServer(TCPServer):
                 finally:
                     self.send_lock.release()
             await self.stream.aclose()
+
+
+def _reset_on_close(stream: object) -> None:
+    """Make closing ``stream`` drop its unsent bytes and reset the peer (SO_LINGER 0).
+
+    A plain close leaves the socket in FIN-WAIT-1, the kernel still trying to
+    deliver its send buffer (megabytes once autotuned) to a peer that keeps its
+    window shut, until the kernel's own retries give up.
+    """
+    transport = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+    if isinstance(transport, trio.SocketStream):
+        with contextlib.suppress(OSError):  # closed already: nothing left to drop
+            transport.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_OFF)
 
 
 class _PriorKnowledgeRefused(Exception):

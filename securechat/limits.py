@@ -70,3 +70,7 @@ ACCEPT_LOG_INTERVAL_SECONDS: Final = 10.0  # at most one "accept failed" line th
 FAILURE_LOG_INTERVAL_SECONDS: Final = 60.0  # at most one line per kind of connection failure
 FAILURE_KINDS: Final = 64  # kinds of connection failure told apart in the log; the rest are one
 PONG_DEADLINE_MIN_SECONDS: Final = 1.0  # silence after a ping that closes a socket, at least
+# A write the peer has not taken in this long aborts its connection (a reset). The
+# room's stall rule judges a reader that stalls this long to have stopped (4008), so
+# a socket stuck behind such a write goes no later than the room lets it go.
+SEND_TIMEOUT_SECONDS: Final = STALL_SECONDS
