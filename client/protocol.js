@@ -22,6 +22,7 @@ export const CLOSE_CODES = {
   1008: { retry: false, text: "The server closed the connection because this page sent data it did not understand." },
   1009: { retry: false, text: "The server closed the connection because a message was too long." },
   1011: { retry: true, text: "The room had a problem on the server." },
+  1013: { retry: true, slow: true, text: "The server is busy: too many connections from your network. This page will try again in a minute." },
   4008: { retry: true, text: "The connection was too slow to keep up with the room." },
   4401: {
     retry: false,
@@ -30,8 +31,10 @@ export const CLOSE_CODES = {
   },
   4408: { retry: true, text: "The server did not get this page's greeting in time." },
   4409: { retry: false, text: "This room is full. Try again when someone has left." },
+  4410: { retry: true, text: "The connection was idle for too long." },
   4429: { retry: false, text: "Too many messages were sent too fast, so the server closed the connection. Wait a moment, then reconnect." },
   4503: { retry: true, slow: true, text: "The server is busy with too many rooms right now. This page will try again in a minute." },
+  4507: { retry: true, slow: true, text: "The server's storage is full, so it cannot open new rooms right now. Rooms that exist still work. This page will try again in a minute." },
 };
 
 /** Parse one server frame; null if it is not an envelope we know. */

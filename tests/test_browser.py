@@ -23,7 +23,15 @@ from securechat.peer.b64 import b64url_decode
 from securechat.peer.keys import RoomKeys
 from securechat.protocol import RoomId
 from tests.browser import Recorded, Session, install_recorder, require_chromium, run_in_browser
-from tests.harness import ServerHandle, b64url, make_config, start_server
+from tests.harness import (
+    ServerHandle,
+    b64url,
+    joined_peer,
+    make_config,
+    new_room_id,
+    new_token,
+    start_server,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -428,6 +436,29 @@ async def test_a_full_room_is_explained_and_reconnects_on_request(
 
         session.wait_until(bob, try_again, "a place in the room")
         wait_connected(session, bob, 1)
+
+    try:
+        await run_in_browser(server.base, scenario)
+    finally:
+        await server.stop()
+
+
+async def test_a_server_with_full_storage_says_so_and_waits(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """Close code 4507: a new room on a full server is explained, and retried slowly."""
+    require_chromium()
+    server = await start_server(nursery, make_config(tmp_path / "data", max_stored_rooms=1))
+    await joined_peer(nursery, server, new_room_id(), new_token())  # fills the quota
+
+    def scenario(session: Session) -> None:
+        page = session.new_page()
+        page.goto("/new_chat")
+        page.get_by_role("button", name="Enter the room").click()
+        status = page.locator(".status")
+        expect(status).to_have_attribute("data-state", "waiting")
+        expect(status).to_contain_text("storage is full")
+        expect(status).to_contain_text("Rooms that exist still work")
 
     try:
         await run_in_browser(server.base, scenario)

@@ -199,3 +199,18 @@ async def test_a_burst_of_refusals_schedules_one_resend_of_what_is_pending(
             assert scheduled == 1
     finally:
         await server.stop()
+
+
+async def test_a_full_storage_stops_a_new_room_with_a_clear_reason(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    server = await start_server(nursery, make_config(tmp_path / "data", max_stored_rooms=1))
+    try:
+        async with joined(room(server), "alice01"):
+            pass  # the one room the quota holds
+        async with open_session(room(server), ClientId("bob0002"), backoff=FAST) as (_, events):
+            stopped = await until(events, Stopped)
+        assert stopped.code == 4507
+        assert "storage is full" in stopped.reason
+    finally:
+        await server.stop()

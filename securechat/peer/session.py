@@ -5,11 +5,13 @@ Close codes decide what happens when a connection ends:
     ===========================  =====================================================
     code                         the session
     ===========================  =====================================================
-    1001, 1011, 4008, 4408,      reconnects after a backoff (0.5 s doubling to 30 s,
-    1006/none, refused, timeout  jittered, reset after a successful hello)
+    1001, 1011, 1013, 4008,      reconnects after a backoff (0.5 s doubling to 30 s,
+    4408, 4410, 1006/none,       jittered, reset after a successful hello)
+    refused, timeout
     4401                         stops: the link's key does not match the room
     4409                         stops: the room is full
-    1008, 1009, 4429, 4503       stops: the server refused us; retrying would not help
+    1008, 1009, 4429, 4503,      stops: the server refused us; retrying would not help
+    4507
     HTTP 4xx at the handshake    stops (a malformed clientId or a refused Origin)
     ===========================  =====================================================
 
@@ -64,6 +66,8 @@ _FATAL: Final[dict[int, str]] = {
     CloseCode.TOO_BIG: "the server closed the connection: frame too large",
     CloseCode.RATE_ABUSE: "the server closed the connection: too many messages too fast",
     CloseCode.TOO_MANY_ROOMS: "the server has too many active rooms: try again later",
+    CloseCode.STORAGE_FULL: "the server's storage is full: it opens no new rooms now, "
+    "try again later",
 }
 
 
