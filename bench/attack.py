@@ -9,6 +9,13 @@ legitimate clients it is measured against connect from 127.0.0.2, so a
 defence that counts sources can tell them apart. Every refusal the attacker
 meets is counted by how it came (``close 1013``, ``http 503``, ``timeout``...),
 and a proof-of-work challenge is solved while the attack's budget lasts.
+
+Where a defence would stop the attacker before the thing measured, the attack
+lifts it and its line says so: memory and squat run without the new-room budget
+and the per-source cap (``LIFTED``), to measure what held rooms cost and whether
+a member gets back in when every slot is taken. The descriptor flood runs
+against a server whose hard open-files limit is 1,024, from 38 sources, and
+solves no proof of work (bench/flood.py).
 """
 
 import argparse
@@ -26,6 +33,7 @@ from typing import Any, Final
 from picows import WSParsedURL
 
 from bench import crashes, hostile
+from bench.flood import FLOOD_SOURCES, Flood, listen_overflows, watch
 from bench.servers import raise_open_files_limit
 from bench.siege import (
     Attacker,
@@ -34,12 +42,15 @@ from bench.siege import (
     Refused,
     Solver,
     close_all,
+    from_source,
     join,
     join_all,
     message_frame,
     refusals,
     serving,
 )
+from securechat.capacity import derived_max_connections
+from securechat.limits import DEFAULT_MAX_PARTICIPANTS
 
 ATTACKS: Final = ("disk", "memory", "squat", "descriptors", "log", "crash")
 MB: Final = 1_000_000  # decimal, as the targets are stated
@@ -54,9 +65,18 @@ OPEN_FILES_MARGIN: Final = 64  # the server's own descriptors beside its sockets
 ANSWER_TIMEOUT_S: Final = 2.0  # for the server's answer to a bad frame
 LOG_FLUSH_S: Final = 0.5  # for the server to write what it logs about the last frames
 FLOOD_POLL_S: Final = 0.25  # how often the flood checks the server's descriptor count
-FLOOD_AT_LIMIT_S: Final = 1.0  # held at the limit before the legitimate client comes
-FLOOD_RETRY_S: Final = 0.1  # a refused flood socket's pause: holds the flood without a spin
+FLOOD_AT_LIMIT_S: Final = 1.0  # held at the limit, and measured, before the legitimate clients
+LEGIT_ATTEMPTS: Final = 3  # legitimate newcomers during the flood, one after another
+LEGIT_PAUSE_S: Final = 0.2  # between them
+CLEAR_REFUSALS: Final = ("http 503", "close 1013")  # refusals that tell a client to come back
 LEGIT_SOURCE: Final = "127.0.0.2"  # another loopback address: not the attacker's source
+# For memory and squat: no new-room budget and no per-source cap, so that one
+# client can hold what an attacker that paid its way in slowly, or came from many
+# addresses, would hold.
+LIFTED: Final = (
+    "--new-rooms-burst", "10000000", "--source-new-rooms-burst", "10000000",
+    "--max-connections-per-source", "0",
+)  # fmt: skip
 
 DISK_TARGET_BYTES_PER_S: Final = 64 * MB / 10  # 64 MB in 10 s from one anonymous client
 MEMORY_TARGET_BYTES_PER_ROOM: Final = 100 * MB / 1000  # 100 MB for 1,000 held full rooms
@@ -73,8 +93,9 @@ class Sizes:
     memory_rooms: int = 1000
     squat_rooms: int = 10_000  # the server's default --max-rooms
     squat_args: tuple[str, ...] = ()  # limits lowered to fit a smaller squat
-    flood_open_files: int = 1024  # the server's soft RLIMIT_NOFILE
-    flood_sockets: int = 1050
+    flood_open_files: int = 1024  # the server's RLIMIT_NOFILE, soft and hard
+    flood_sockets: int = 600  # WebSockets, 50 to a shared room
+    flood_partial: int = 600  # partial requests: with the WebSockets, more than the limit
     log_frames: int = 200
     crash_threads: int = 4
     crash_rounds: int = 25  # connections per thread for each protocol violation
@@ -91,9 +112,9 @@ class Sizes:
         """Small enough for a check that the benchmark works, in well under a minute."""
         return cls(
             disk_seconds=1.0, memory_rooms=30, squat_rooms=200, squat_args=("--max-rooms", "200"),
-            flood_open_files=256, flood_sockets=282, log_frames=10, crash_threads=2,
-            crash_rounds=3, fuzz_seconds=2.0, fuzz_threads=2, rss_settle_s=0.2, close_settle_s=1.0,
-            flood_settle_s=5.0, legit_timeout_s=3.0, solve_budget_s=2.0,
+            flood_open_files=256, flood_sockets=150, flood_partial=150, log_frames=10,
+            crash_threads=2, crash_rounds=3, fuzz_seconds=2.0, fuzz_threads=2, rss_settle_s=0.2,
+            close_settle_s=1.0, flood_settle_s=5.0, legit_timeout_s=3.0, solve_budget_s=2.0,
         )  # fmt: skip
 
 
@@ -116,26 +137,13 @@ class Progress:
         print(f"[{time.monotonic() - self.started:6.1f}s] {text}", file=sys.stderr, flush=True)
 
 
-async def _from_legit_source(url: WSParsedURL) -> socket.socket:
-    """A socket to the server from LEGIT_SOURCE, for picows's ``socket_factory``."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setblocking(False)
-        sock.bind((LEGIT_SOURCE, 0))
-        await asyncio.get_running_loop().sock_connect(sock, (url.host, url.port))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
 async def _timed_join(
     server: AttackServer, room: str, client: str, attacker: Attacker, timeout_s: float
 ) -> tuple[bool, float]:
     """Join as a legitimate client (from LEGIT_SOURCE); whether it worked and how long it took."""
     started = time.perf_counter()
     ok = await join(
-        server.base_url, room, client, attacker, timeout_s, socket_factory=_from_legit_source
+        server.base_url, room, client, attacker, timeout_s, socket_factory=from_source(LEGIT_SOURCE)
     )
     return ok, time.perf_counter() - started
 
@@ -186,7 +194,7 @@ async def disk(sizes: Sizes) -> Result:
     tally: Counter[str] = Counter()
     solver = Solver(sizes.solve_budget_s)
     frames = [message_frame(MAX_CIPHERTEXT_BYTES) for _ in range(MESSAGES_PER_ROOM)]
-    rooms_made = stored = 0
+    rooms_made = stored = paid = 0
     rooms: list[str] = []
     async with serving() as server:
         before = server.data_bytes()
@@ -194,7 +202,7 @@ async def disk(sizes: Sizes) -> Result:
         deadline = started + sizes.disk_seconds
 
         async def fill_rooms() -> None:
-            nonlocal rooms_made, stored
+            nonlocal rooms_made, stored, paid
             while time.monotonic() < deadline:
                 attacker, room = Attacker(hostile.token(), tally, solver), hostile.room_id()
                 rooms.append(room)
@@ -202,6 +210,7 @@ async def disk(sizes: Sizes) -> Result:
                     server.base_url, room, hostile.client_id(), attacker, CONNECT_TIMEOUT_S
                 ):
                     rooms_made += 1
+                    paid += attacker.proofs > 0
                     echoed = await _post(attacker, frames)  # not `+= await`: that reads first
                     stored += echoed
                 attacker.close()
@@ -213,8 +222,9 @@ async def disk(sizes: Sizes) -> Result:
     rate = grown / elapsed
     line = (
         f"{sizes.disk_sockets} sockets for {elapsed:.1f} s: data dir +{grown / MB:,.1f} MB = "
-        f"{rate / MB:,.1f} MB/s; {rooms_made:,} rooms created, {stored:,} messages stored; "
-        f"refused: {refusals(tally)}{_solver_note(solver)}"
+        f"{rate / MB:,.1f} MB/s; {rooms_made:,} rooms created ({rooms_made - paid:,} free, "
+        f"{paid:,} paid for with a proof of work), {solver.gave_up:,} given up at a challenge; "
+        f"{stored:,} messages stored; refused: {refusals(tally)}{_solver_note(solver)}"
     )
     return Result(
         "disk",
@@ -226,6 +236,9 @@ async def disk(sizes: Sizes) -> Result:
             "data_dir_bytes": grown,
             "bytes_per_s": rate,
             "rooms_created": rooms_made,
+            "rooms_free": rooms_made - paid,
+            "rooms_paid": paid,
+            "rooms_given_up": solver.gave_up,
             "messages_stored": stored,
             "refusals": dict(tally),
             "challenges_solved": solver.solved,
@@ -254,7 +267,7 @@ async def memory(sizes: Sizes) -> Result:
             return await _post(attacker, frames) == MESSAGES_PER_ROOM
 
     rooms = [hostile.room_id() for _ in range(2 * count)]
-    async with serving() as server:
+    async with serving(*LIFTED) as server:
         server.ensure_open_files(count + OPEN_FILES_MARGIN)
         await asyncio.sleep(sizes.rss_settle_s)
         baseline = server.rss_bytes()
@@ -270,7 +283,7 @@ async def memory(sizes: Sizes) -> Result:
         await asyncio.sleep(sizes.close_settle_s)
         after_rss = server.rss_bytes() - baseline
         log = LogCheck.of(server, rooms)
-    async with serving() as server:
+    async with serving(*LIFTED) as server:
         server.ensure_open_files(count + OPEN_FILES_MARGIN)
         await asyncio.sleep(sizes.rss_settle_s)
         idle_baseline = server.rss_bytes()
@@ -279,14 +292,18 @@ async def memory(sizes: Sizes) -> Result:
         await asyncio.sleep(sizes.rss_settle_s)
         idle_rss = server.rss_bytes() - idle_baseline
         close_all(attacker for _, attacker in idlers)
+        await asyncio.sleep(sizes.close_settle_s)
+        idle_after_rss = server.rss_bytes() - idle_baseline
         idle_log = LogCheck.of(server, rooms)
     per_room = held_rss / max(full, 1)
     per_idle = idle_rss / max(idle, 1)
     line = (
-        f"{full:,}/{count:,} full rooms held ({MESSAGES_PER_ROOM} x 32 KiB): +{held_rss / MB:,.1f}"
+        f"budget and per-source cap lifted to measure memory per room; {full:,}/{count:,} full "
+        f"rooms held ({MESSAGES_PER_ROOM} x 32 KiB): +{held_rss / MB:,.1f}"
         f" MB RSS = {per_room / 1000:,.1f} kB per room; after they closed: "
         f"+{after_rss / MB:,.1f} MB; {idle:,}/{count:,} idle sockets (hello, own empty room): "
-        f"{per_idle / 1000:,.1f} kB each; refused: {refusals(tally)}{_solver_note(solver)}"
+        f"{per_idle / 1000:,.1f} kB each, after they closed: +{idle_after_rss / MB:,.1f} MB; "
+        f"refused: {refusals(tally)}{_solver_note(solver)}"
     )
     return Result(
         "memory",
@@ -294,12 +311,14 @@ async def memory(sizes: Sizes) -> Result:
         "1,000 held full rooms add at most 100 MB RSS",
         per_room <= MEMORY_TARGET_BYTES_PER_ROOM and full == count,
         {
+            "lifted": list(LIFTED),
             "full_rooms": full,
             "held_rss_bytes": held_rss,
             "rss_per_room_bytes": per_room,
             "rss_after_close_bytes": after_rss,
             "idle_sockets": idle,
             "rss_per_idle_socket_bytes": per_idle,
+            "idle_rss_after_close_bytes": idle_after_rss,
             "refusals": dict(tally),
             "server_open_files": server.limit_note,
             **_log_figures(log),
@@ -312,14 +331,18 @@ async def memory(sizes: Sizes) -> Result:
 
 
 async def squat(sizes: Sizes) -> Result:
-    """Hold every room the server allows, then see whether a member of an old room gets in."""
+    """Hold every room the server allows, then see whether a member of an old room gets in.
+
+    The budget and the per-source cap are lifted: an attacker that paid its way
+    in slowly, or came from many addresses, holds as many rooms as this one.
+    """
     tally: Counter[str] = Counter()
     setup: Counter[str] = Counter()
     solver, legit_solver = Solver(sizes.solve_budget_s), Solver(sizes.solve_budget_s)
     chat = [message_frame(CHAT_CIPHERTEXT_BYTES) for _ in range(3)]
     room, auth = hostile.room_id(), hostile.token()
     rooms = [hostile.room_id() for _ in range(sizes.squat_rooms)]
-    async with serving(*sizes.squat_args) as server:
+    async with serving(*LIFTED, *sizes.squat_args) as server:
         server.ensure_open_files(sizes.squat_rooms + OPEN_FILES_MARGIN)
         alice, bob = Attacker(auth, setup, legit_solver), Attacker(auth, setup, legit_solver)
         if not (await _timed_join(server, room, "alice01", alice, sizes.legit_timeout_s))[0]:
@@ -344,15 +367,29 @@ async def squat(sizes: Sizes) -> Result:
             started_post = time.perf_counter()
             ok = await _post(member, chat[:1]) == 1
             posted_s += time.perf_counter() - started_post
+        newcomer_tally: Counter[str] = Counter()
+        newcomer = Attacker(hostile.token(), newcomer_tally, legit_solver)
+        new_ok, new_s = await _timed_join(
+            server, hostile.room_id(), "carol03", newcomer, sizes.legit_timeout_s
+        )
+        newcomer.close()
         member.close()
+        await asyncio.sleep(0)  # a close frame that came with the last answers
+        evicted = Counter(
+            attacker.close_code for _, attacker in squatters if attacker.close_code is not None
+        )
         close_all(attacker for _, attacker in squatters)
         log = LogCheck.of(server, [room, *rooms])
     outcome = f"rejoined and posted in {posted_s:.2f} s" if ok else _refused_how(legit, posted_s)
+    fresh = f"connected in {new_s:.2f} s" if new_ok else _refused_how(newcomer_tally, new_s)
     lowered = f" (lowered to fit: {' '.join(sizes.squat_args)})" if sizes.squat_args else ""
+    closed = ", ".join(f"{code}: {n:,}" for code, n in evicted.most_common()) or "none"
     line = (
-        f"{held:,}/{sizes.squat_rooms:,} random rooms held in {squat_s:.1f} s{lowered}; a member "
-        f"of an existing room: {outcome}; server open files {server.limit_note}; "
-        f"refused: {refusals(tally)}{_solver_note(solver)}"
+        f"budget and per-source cap lifted to hold every room; {held:,}/{sizes.squat_rooms:,} "
+        f"random rooms held, one socket each, in {squat_s:.1f} s, --max-rooms {sizes.squat_rooms:,}"
+        f"{lowered}; a member of an existing room (2 clientIds, 5 messages): {outcome}; "
+        f"squatters closed meanwhile: {closed}; a brand-new room: {fresh}; server open files "
+        f"{server.limit_note}; refused: {refusals(tally)}{_solver_note(solver)}"
     )
     return Result(
         "squat",
@@ -360,11 +397,16 @@ async def squat(sizes: Sizes) -> Result:
         "the member rejoins and posts within 2 s",
         ok and posted_s <= SQUAT_TARGET_S,
         {
+            "lifted": list(LIFTED),
             "held": held,
             "squat_seconds": squat_s,
             "member_ok": ok,
             "member_seconds": posted_s,
             "member_refusal": dict(legit),
+            "squatters_closed": {str(code): n for code, n in evicted.items()},
+            "new_room_ok": new_ok,
+            "new_room_seconds": new_s,
+            "new_room_refusal": dict(newcomer_tally),
             "refusals": dict(tally),
             "server_open_files": server.limit_note,
             "challenges_solved": solver.solved,
@@ -376,101 +418,129 @@ async def squat(sizes: Sizes) -> Result:
 # ----- 4. descriptors -----------------------------------------------------------------
 
 
-@dataclass
-class Flood:
-    """Sockets that each keep one connection to the server open, reopening it when it ends."""
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One legitimate client's try during the flood: how it ended and how long it took."""
 
-    tally: Counter[str]
-    solver: Solver
-    rooms: list[str] = field(default_factory=list)
-    holding: list[Attacker | None] = field(default_factory=list)
-    live: int = 0  # connections past `connected` right now
-    joined: int = 0  # every connection that got that far
+    ok: bool
+    seconds: float
+    tcp_seconds: float | None  # its TCP connect alone, if it got that far
+    refusal: dict[str, int]
 
-    def waiting(self) -> int:
-        """Sockets opened and waiting for their handshake or `connected`."""
-        pending = (attacker for attacker in self.holding if attacker is not None)
-        return sum(1 for attacker in pending if not attacker.connected.done())
+    @property
+    def clear(self) -> bool:
+        """In, or refused with a code that says why: a 503 or a 1013."""
+        return self.ok or any(reason in CLEAR_REFUSALS for reason in self.refusal)
 
-    async def hold(self, slot: int, base_url: str, timeout_s: float) -> None:
-        """Keep slot ``slot`` connected until cancelled; after a refusal, wait and retry."""
-        while True:
-            attacker, room = Attacker(hostile.token(), self.tally, self.solver), hostile.room_id()
-            self.rooms.append(room)
-            self.holding[slot] = attacker
-            if await join(base_url, room, hostile.client_id(), attacker, timeout_s):
-                self.joined += 1
-                self.live += 1
-                try:
-                    await attacker.gone
-                finally:
-                    self.live -= 1
-                if attacker.close_code is not None:
-                    self.tally[f"close {attacker.close_code} while held"] += 1
-                else:
-                    self.tally["dropped while held"] += 1
-            else:
-                await asyncio.sleep(FLOOD_RETRY_S)
+    def describe(self) -> str:
+        how = (
+            f"connected in {self.seconds:.2f} s"
+            if self.ok
+            else _refused_how(Counter(self.refusal), self.seconds)
+        )
+        tcp = "" if self.tcp_seconds is None else f" (TCP connect {self.tcp_seconds:.2f} s)"
+        return how + tcp
+
+
+async def _timed_attempt(server: AttackServer, client: str, timeout_s: float) -> Attempt:
+    """A legitimate newcomer from LEGIT_SOURCE opens a new room; its TCP connect timed apart."""
+    tally: Counter[str] = Counter()
+    attacker = Attacker(hostile.token(), tally, Solver(timeout_s))
+    connect = from_source(LEGIT_SOURCE)
+    tcp: list[float] = []
+
+    async def timed_connect(url: WSParsedURL) -> socket.socket:
+        started = time.perf_counter()
+        sock = await connect(url)
+        tcp.append(time.perf_counter() - started)
+        return sock
+
+    started = time.perf_counter()
+    ok = await join(
+        server.base_url, hostile.room_id(), client, attacker, timeout_s,
+        socket_factory=timed_connect,
+    )  # fmt: skip
+    elapsed = time.perf_counter() - started
+    attacker.close()
+    return Attempt(ok, elapsed, tcp[0] if tcp else None, dict(tally))
 
 
 async def descriptors(sizes: Sizes) -> Result:
-    """More sockets than the server has descriptors, then one legitimate client."""
-    flood = Flood(Counter(), Solver(sizes.solve_budget_s))
-    flood.holding = [None] * sizes.flood_sockets
-    async with serving(open_files_soft=sizes.flood_open_files) as server:
-        soft = server.open_files_soft()
-        since = server.log_bytes()
-        # No gate: every socket is opened at once and kept while its handshake waits.
+    """More connections than the server has descriptors, from many sources; then newcomers."""
+    tally: Counter[str] = Counter()
+    flood = Flood(tally, DEFAULT_MAX_PARTICIPANTS)
+    total = sizes.flood_sockets + sizes.flood_partial
+    limit = sizes.flood_open_files
+    async with serving(open_files_hard=limit) as server:
+        soft, hard = server.open_files()
+        cap = derived_max_connections(hard)
+        since, overflows = server.log_bytes(), listen_overflows()
         hold_s = sizes.flood_settle_s + sizes.legit_timeout_s + ECHO_TIMEOUT_S
-        slots = [
-            asyncio.create_task(flood.hold(slot, server.base_url, hold_s))
+        # No gate: every holder opens at once, and reopens a moment after it is refused.
+        holders = [
+            asyncio.create_task(flood.hold_socket(slot, server.base_url, hold_s))
             for slot in range(sizes.flood_sockets)
+        ] + [
+            asyncio.create_task(flood.hold_partial(slot, server.address))
+            for slot in range(sizes.flood_partial)
         ]
-        # The flood is in place once the server is out of descriptors (or has
-        # every socket), and a moment after, so that its accept loop meets the limit.
+        # In place once the server holds as many connections as its cap allows (or
+        # every holder is in), and a moment after, measured, so that it is steady.
         deadline = time.monotonic() + sizes.flood_settle_s
-        while time.monotonic() < deadline and flood.live < sizes.flood_sockets:
-            if server.open_fds() >= soft:
-                await asyncio.sleep(FLOOD_AT_LIMIT_S)
+        while time.monotonic() < deadline and flood.sockets + flood.partial < total:
+            if server.open_fds() >= cap:
                 break
             await asyncio.sleep(FLOOD_POLL_S)
-        held, waiting, fds = flood.live, flood.waiting(), server.open_fds()
-        legit: Counter[str] = Counter()
-        newcomer = Attacker(hostile.token(), legit, Solver(sizes.solve_budget_s))
-        ok, legit_s = await _timed_join(
-            server, hostile.room_id(), "legit01", newcomer, sizes.legit_timeout_s
-        )
-        newcomer.close()
-        for task in slots:
+        pressure = await watch(server, FLOOD_AT_LIMIT_S)
+        held, partial, fds = flood.sockets, flood.partial, server.open_fds()
+        attempts = []
+        for number in range(LEGIT_ATTEMPTS):
+            client = f"legit{number:02d}"
+            attempts.append(await _timed_attempt(server, client, sizes.legit_timeout_s))
+            await asyncio.sleep(LEGIT_PAUSE_S)
+        for task in holders:
             task.cancel()
-        await asyncio.gather(*slots, return_exceptions=True)
-        close_all(attacker for attacker in flood.holding if attacker is not None)
+        await asyncio.gather(*holders, return_exceptions=True)
+        flood.close()
+        overflowed = listen_overflows() - overflows
         await asyncio.sleep(LOG_FLUSH_S)
-        log = LogCheck.of(server, flood.rooms, since)
-    tally, solver = flood.tally, flood.solver
-    outcome = f"connected in {legit_s:.2f} s" if ok else _refused_how(legit, legit_s)
-    clear = ok or (bool(legit) and "timeout" not in legit)
+        log = LogCheck.of(server, [room for room, _ in flood.rooms], since)
+    slowest = max(attempt.seconds for attempt in attempts)
+    clear = all(attempt.clear for attempt in attempts)
     line = (
-        f"{sizes.flood_sockets:,} sockets against a soft limit of {soft:,}: server at {fds:,} "
-        f"descriptors, {held:,} sockets held, "
-        f"{waiting:,} waiting, {flood.joined:,} joins; a legitimate client: {outcome}; server log: "
-        f"{log.emfile_lines:,} EMFILE lines of {log.lines:,}; refused: {refusals(tally)}"
-        f"{_solver_note(solver)}"
+        f"{total:,} connections ({sizes.flood_sockets:,} WebSockets in "
+        f"{len(flood.rooms)} shared rooms, {sizes.flood_partial:,} partial requests; from "
+        f"{len(FLOOD_SOURCES)} sources, no proof of work) against a hard limit of {hard:,} "
+        f"(prlimit {limit}:{limit}; the server's cap {cap:,}): server at {fds:,} descriptors "
+        f"(at most {pressure.fds_max:,}), {held:,} WebSockets held, {partial:,} partial open, "
+        f"{flood.joins:,} joins, {flood.partial_opened:,} partial opened; {pressure.describe()}; "
+        f"{LEGIT_ATTEMPTS} legitimate clients: {'; '.join(a.describe() for a in attempts)}; "
+        f"listen overflows +{overflowed:,}; server log: {log.emfile_lines:,} EMFILE lines of "
+        f"{log.lines:,}; refused: {refusals(tally)}"
     )
     return Result(
         "descriptors",
         line,
         "no EMFILE logged; the client is in or refused within 1 s",
-        log.emfile_lines == 0 and clear and legit_s <= FLOOD_TARGET_S,
+        log.emfile_lines == 0 and clear and slowest <= FLOOD_TARGET_S,
         {
-            "server_soft_limit": soft,
+            "server_open_files": [soft, hard],
+            "server_connection_cap": cap,
+            "flood_websockets": sizes.flood_sockets,
+            "flood_partial": sizes.flood_partial,
+            "flood_rooms": len(flood.rooms),
             "server_fds": fds,
+            "server_fds_max": pressure.fds_max,
             "held": held,
-            "waiting": waiting,
-            "joins": flood.joined,
-            "legit_ok": ok,
-            "legit_seconds": legit_s,
-            "legit_refusal": dict(legit),
+            "partial_open": partial,
+            "joins": flood.joins,
+            "partial_opened": flood.partial_opened,
+            "server_cpu": pressure.server_cpu,
+            "attacker_cpu": pressure.attacker_cpu,
+            "accept_queue_max": pressure.accept_queue_max,
+            "listen_overflows": overflowed,
+            "legit": [dataclasses.asdict(attempt) for attempt in attempts],
+            "legit_slowest_seconds": slowest,
             "emfile_lines": log.emfile_lines,
             "refusals": dict(tally),
             **_log_figures(log),

@@ -50,6 +50,7 @@ SERVING: Final = re.compile(rb"serving on (http://[0-9.]+:[0-9]+)")
 WORD: Final = re.compile(r"[A-Za-z0-9_-]+")
 STARTUP_LINES: Final = ("serving on", "Running on")  # the bind address, not a peer's
 EMFILE_MARKS: Final = ("EMFILE", "Too many open files", "Errno 24")
+CLOCK_TICKS_PER_S: Final = os.sysconf("SC_CLK_TCK")
 
 # Linux's and systemd's default soft limit: what a server has unless it raises its own.
 SERVER_OPEN_FILES: Final = 1024
@@ -104,8 +105,16 @@ class AttackServer:
         """Descriptors the server holds open right now."""
         return len(os.listdir(f"/proc/{self.process.pid}/fd"))
 
-    def open_files_soft(self) -> int:
-        return resource.prlimit(self.process.pid, resource.RLIMIT_NOFILE)[0]
+    def open_files(self) -> tuple[int, int]:
+        """The server's RLIMIT_NOFILE now: (soft, hard)."""
+        soft, hard = resource.prlimit(self.process.pid, resource.RLIMIT_NOFILE)
+        return soft, hard
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time of every thread of the server so far."""
+        stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()  # the name may hold spaces
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_S
 
     def ensure_open_files(self, wanted: int) -> None:
         """Raise the server's soft open-files limit to ``wanted`` unless it did so itself."""
@@ -146,11 +155,15 @@ class LogCheck:
 
 
 @contextlib.asynccontextmanager
-async def serving(*extra: str, open_files_soft: int | None = None) -> AsyncIterator[AttackServer]:
+async def serving(
+    *extra: str, open_files_soft: int | None = None, open_files_hard: int | None = None
+) -> AsyncIterator[AttackServer]:
     """Start ``securechat serve`` at its defaults plus ``extra``; kill it by PID after.
 
     The server's soft open-files limit is SERVER_OPEN_FILES, or ``open_files_soft``,
     whatever this process raised its own to: a server that needs more must raise it.
+    ``open_files_hard`` also lowers the hard limit (soft and hard both become it,
+    as ``prlimit --nofile=N:N`` would), so the server cannot raise its own.
 
     Resource handling: the child is killed and reaped and its directory removed
     in ``finally``, whatever happens.
@@ -158,6 +171,9 @@ async def serving(*extra: str, open_files_soft: int | None = None) -> AsyncItera
     wanted = SERVER_OPEN_FILES if open_files_soft is None else open_files_soft
 
     def limit_open_files() -> None:  # runs in the child, before exec
+        if open_files_hard is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files_hard, open_files_hard))
+            return
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
         soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
@@ -309,6 +325,7 @@ class Attacker(WSListener):
         self.gone: asyncio.Future[None] = loop.create_future()
         self.echoes = 0
         self.wanted_echoes = 0
+        self.proofs = 0  # challenges this client solved and answered
         self.closing = False
         self.close_code: int | None = None  # the server's, if it sent one
         self._tasks: set[asyncio.Task[None]] = set()
@@ -361,6 +378,7 @@ class Attacker(WSListener):
             self.close()
             return
         self.tally["challenge solved"] += 1
+        self.proofs += 1
         hello = {"type": "hello", "auth": self.auth, "proof": _b64url(nonce)}
         self.send(msgspec.json.encode(hello))
 
@@ -392,6 +410,27 @@ class Attacker(WSListener):
 
 
 SocketFactory = Callable[[WSParsedURL], Awaitable[socket.socket]]
+
+
+def from_source(source: str) -> SocketFactory:
+    """A picows ``socket_factory`` connecting from the local address ``source``.
+
+    Any 127.0.0.0/8 address is on the loopback interface, so the server sees a
+    different source for each one without any setup.
+    """
+
+    async def connect(url: WSParsedURL) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            sock.bind((source, 0))
+            await asyncio.get_running_loop().sock_connect(sock, (url.host, url.port))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    return connect
 
 
 def ws_url(base_url: str, room: str, client: str) -> str:

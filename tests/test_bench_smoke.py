@@ -137,8 +137,18 @@ def test_quick_attack_reports_every_attack(tmp_path: Path) -> None:
     for name, entry in results.items():
         assert isinstance(entry["met"], bool)
         assert re.search(rf"^{name} +.+\| target: .+: (met|MISSED)$", result.stdout, re.MULTILINE)
-    assert results["disk"]["figures"]["rooms_created"] > 0
+    disk = results["disk"]["figures"]
+    assert disk["rooms_created"] > 0
+    assert disk["rooms_free"] + disk["rooms_paid"] == disk["rooms_created"]
     assert results["memory"]["figures"]["full_rooms"] > 0
+    assert "--max-connections-per-source" in results["memory"]["figures"]["lifted"]
+    # The squat takes every slot of its --max-rooms 200, so a brand-new room is refused.
+    squat = results["squat"]["figures"]
+    assert squat["held"] == 200
+    assert squat["new_room_refusal"] == {"close 4503": 1}
+    flood = results["descriptors"]["figures"]
+    assert flood["server_open_files"] == [256, 256]
+    assert len(flood["legit"]) == 3
     assert results["log"]["figures"]["frames"] == 10
     assert set(results["crash"]["figures"]["alive"]) >= {"upgrade + 1 byte", "unmasked frame"}
     assert "targets met:" in result.stdout
