@@ -49,6 +49,7 @@ from securechat.capacity import ConnectionGauge
 from securechat.failures import FailureLog
 from securechat.headers import SECURITY_HEADERS
 from securechat.limits import PONG_DEADLINE_MIN_SECONDS, REFUSAL_SECONDS, SEND_TIMEOUT_SECONDS
+from securechat.sources import Network, SourceLimiter, source_of
 
 logger: Final = logging.getLogger("securechat.boundary")
 
@@ -74,11 +75,22 @@ BUSY_RESPONSE: Final = b"\r\n".join(
 class BoundaryConfig(HypercornConfig):
     """Hypercorn's settings plus the boundary's, one per server (so counts are not shared)."""
 
-    def __init__(self, gauge: ConnectionGauge, *, h2c: bool) -> None:
+    def __init__(
+        self,
+        gauge: ConnectionGauge,
+        *,
+        h2c: bool,
+        peers: SourceLimiter | None = None,
+        trusted_proxies: tuple[Network, ...] = (),
+    ) -> None:
         super().__init__()
         self.gauge = gauge
         self.h2c = h2c
         self.failures = FailureLog()
+        # TCP connections per direct peer; a trusted proxy's are not counted here (its
+        # visitors are, per WebSocket, by their X-Forwarded-For source).
+        self.peers = peers if peers is not None else SourceLimiter(0)
+        self.trusted_proxies = trusted_proxies
 
 
 def install() -> None:
@@ -108,17 +120,32 @@ class _TCPServer(TCPServer):
         if not isinstance(config, BoundaryConfig):
             await super().run()
             return
-        if not config.gauge.try_open():
+        admission = config.peers.try_admit(source_of(self._peer(), (), config.trusted_proxies))
+        if admission is None:
             await self._refuse(config.gauge)
             return
         try:
-            await super().run()
-        except* Exception as group:  # noqa: BLE001 - the one broad catch: no input ends the server
-            config.gauge.count_failure()
-            config.failures.report(group)
-            await trio.aclose_forcefully(self.stream)
+            if not config.gauge.try_open():
+                await self._refuse(config.gauge)
+                return
+            try:
+                await super().run()
+            except* Exception as group:  # noqa: BLE001 - the one broad catch: no input ends the server
+                config.gauge.count_failure()
+                config.failures.report(group)
+                await trio.aclose_forcefully(self.stream)
+            finally:
+                config.gauge.close()
         finally:
-            config.gauge.close()
+            config.peers.release(admission)
+
+    def _peer(self) -> str | None:
+        """The direct peer's address, or None if the socket cannot tell (gone already)."""
+        stream = getattr(self.stream, "transport_stream", self.stream)  # under TLS or not
+        try:
+            return str(stream.socket.getpeername()[0])
+        except (OSError, AttributeError, IndexError):
+            return None
 
     async def _read_data(self) -> None:
         # Hypercorn's loop, except that it lets go of each chunk once handled: its

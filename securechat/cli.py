@@ -112,7 +112,8 @@ _SERVE_OPTIONS: Final[list[tuple[str, Callable[[str], Any], Any, str]]] = [
      "open TCP connections (over it: 503); 0 = the descriptor limit less max(64, 1/8 of it)"),
     ("max-connections-per-source", _int_in(0, 1_000_000),
      limits.DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
-     "open WebSockets per source address, IPv6 per /64 (over it: close 1013); 0 = no cap"),
+     "open WebSockets per source address, IPv6 per /64 (over it: close 1013), and 16 more "
+     "TCP connections per direct peer (over it: 503); 0 = no cap"),
     ("new-rooms-per-minute", _positive_float, limits.DEFAULT_NEW_ROOMS_PER_MINUTE,
      "new rooms per minute, server-wide, before a proof of work is asked"),
     ("new-rooms-burst", _int_in(1, 10_000_000), limits.DEFAULT_NEW_ROOMS_BURST,

@@ -61,6 +61,10 @@ SHUTDOWN_CLOSE_SECONDS: Final = 2.0  # time given to sockets to send their 1001 
 # The transport boundary (securechat/boundary.py, securechat/capacity.py).
 DEFAULT_MAX_CONNECTIONS: Final = 0  # open TCP connections; 0 = derived from the descriptor limit
 DEFAULT_MAX_CONNECTIONS_PER_SOURCE: Final = 64  # open WebSockets per address: a shared NAT's tabs
+# TCP connections a direct peer may hold beyond its WebSockets: a browser opens up to
+# six plain HTTP connections per host, and an office behind one NAT a few of those.
+# Without it one address could hold every connection slot with unfinished requests.
+HTTP_CONNECTIONS_PER_SOURCE: Final = 16
 DESCRIPTOR_RESERVE_MIN: Final = 64  # descriptors kept from connections: database, logs, refusals
 DESCRIPTOR_RESERVE_DIVISOR: Final = 8  # and at least 1/8 of the limit, for what a load adds
 MAX_DESCRIPTORS: Final = 1 << 20  # an unlimited hard limit is read as this (Linux's nr_open)

@@ -24,10 +24,16 @@ from securechat.capacity import (
 )
 from securechat.config import Config
 from securechat.headers import SecurityHeaders
-from securechat.limits import MIB, SHUTDOWN_CLOSE_SECONDS, TOMBSTONE_DAYS
+from securechat.limits import (
+    HTTP_CONNECTIONS_PER_SOURCE,
+    MIB,
+    SHUTDOWN_CLOSE_SECONDS,
+    TOMBSTONE_DAYS,
+)
 from securechat.memory import MemoryStorage
 from securechat.registry import Registry
 from securechat.room import RoomSettings
+from securechat.sources import SourceLimiter, parse_networks
 from securechat.sqlite import SqliteStorage
 from securechat.storage import Quota, Retention, Storage
 
@@ -72,7 +78,13 @@ def tune_garbage_collector() -> None:
 
 
 def hypercorn_config(config: Config, gauge: ConnectionGauge) -> boundary.BoundaryConfig:
-    hc = boundary.BoundaryConfig(gauge, h2c=config.h2c)
+    per_source = config.max_connections_per_source
+    hc = boundary.BoundaryConfig(
+        gauge,
+        h2c=config.h2c,
+        peers=SourceLimiter(per_source + HTTP_CONNECTIONS_PER_SOURCE if per_source else 0),
+        trusted_proxies=parse_networks(config.trusted_proxies),
+    )
     host = f"[{config.host}]" if ":" in config.host else config.host
     hc.bind = [f"{host}:{config.port}"]
     hc.websocket_max_message_size = config.max_frame  # over it Hypercorn closes with 1009

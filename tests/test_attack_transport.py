@@ -20,6 +20,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_
 
 from securechat import boundary
 from securechat.headers import SECURITY_HEADERS
+from securechat.limits import HTTP_CONNECTIONS_PER_SOURCE
 from tests import attacks
 from tests.harness import (
     ServerHandle,
@@ -248,7 +249,9 @@ def _random_frame(rng: random.Random) -> bytes:
 
 
 async def test_a_fuzz_of_handshakes_and_frames_leaves_the_server_serving(tmp_path: Path) -> None:
-    server = await pinging_process(tmp_path)
+    # The fuzz leaves unfinished requests open from one address: without the per-source
+    # cap, so that the chat after it measures survival, not that cap.
+    server = await pinging_process(tmp_path, "--max-connections-per-source", "0")
     try:
         assert await run_hammer(server.port, fuzz_once) > 20
         await chat_works(server)
@@ -262,7 +265,10 @@ async def test_a_fuzz_of_handshakes_and_frames_leaves_the_server_serving(tmp_pat
 
 async def test_a_descriptor_flood_is_refused_with_503_not_emfile(tmp_path: Path) -> None:
     # 256 descriptors: a cap of 256 - 64 = 192 connections, and 300 idle sockets.
-    server = await start_process(tmp_path / "data", 0, descriptors=256)
+    # From one address: the per-source cap would refuse these first (tested below).
+    server = await start_process(
+        tmp_path / "data", 0, "--max-connections-per-source", "0", descriptors=256
+    )
     idle: list[trio.SocketStream] = []
     try:
         with trio.fail_after(20):
@@ -373,6 +379,58 @@ async def test_per_source_cap_counts_the_address_a_trusted_proxy_forwarded(
                 break
             except ConnectionClosed:
                 await trio.sleep(0.05)
+    await server.stop()
+
+
+async def open_from(address: str, port: int) -> trio.SocketStream:
+    """A TCP connection to the server from this loopback ``address``."""
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+    await sock.bind((address, 0))
+    await sock.connect(("127.0.0.1", port))
+    return trio.SocketStream(sock)
+
+
+async def test_one_address_cannot_hold_every_connection_with_unfinished_requests(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    per_source = 2
+    server = await start_server(
+        nursery,
+        make_config(
+            tmp_path / "d", max_connections_per_source=per_source, trusted_proxies=("127.0.0.9",)
+        ),
+    )
+    held: list[trio.SocketStream] = []
+    try:
+        with trio.fail_after(4):  # inside Hypercorn's 5 s for an unfinished request
+            for _ in range(per_source + HTTP_CONNECTIONS_PER_SOURCE):
+                stream = await open_from("127.0.0.3", server.port)
+                await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never ended
+                held.append(stream)
+            over = await open_from("127.0.0.3", server.port)
+            async with over:
+                await over.send_all(HEALTH)
+                status, headers = split_response(await over.receive_some(65536))
+            assert status == 503
+            assert_security_headers(headers)
+            # Another address is served, and so is a trusted proxy past the cap: its
+            # connections are not counted per peer (its visitors are, by forwarded address).
+            for address in ("127.0.0.4", "127.0.0.9"):
+                stream = await open_from(address, server.port)
+                async with stream:
+                    await stream.send_all(HEALTH)
+                    assert (await stream.receive_some(65536)).startswith(b"HTTP/1.1 200")
+            for _ in range(per_source + HTTP_CONNECTIONS_PER_SOURCE):
+                stream = await open_from("127.0.0.9", server.port)
+                await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                held.append(stream)
+            proxied = await open_from("127.0.0.9", server.port)
+            async with proxied:
+                await proxied.send_all(HEALTH)
+                assert (await proxied.receive_some(65536)).startswith(b"HTTP/1.1 200")
+    finally:
+        for stream in held:
+            await stream.aclose()
     await server.stop()
 
 
