@@ -197,25 +197,29 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         if value is None:
             value = _from_env(parser, flag, convert, default)
         values[name] = value
-    origins = args.allowed_origin
-    if origins is None:
-        env = os.environ.get(ENV_PREFIX + "ALLOWED_ORIGIN", "")
-        origins = [_env_convert(parser, "allowed-origin", _origin, o) for o in env.split()]
-    values["allowed_origins"] = tuple(origins)
-    ephemeral = args.ephemeral
-    if ephemeral is None:
-        ephemeral = _from_env(parser, "ephemeral", _flag, False)
-    values["ephemeral"] = ephemeral
-    proxies = args.trusted_proxy
-    if proxies is None:
-        env = os.environ.get(ENV_PREFIX + "TRUSTED_PROXY", "")
-        proxies = [_env_convert(parser, "trusted-proxy", _network, p) for p in env.split()]
-    values["trusted_proxies"] = tuple(proxies)
-    h2c = args.h2c
-    if h2c is None:
-        h2c = _from_env(parser, "h2c", _flag, False)
-    values["h2c"] = h2c
+    values["allowed_origins"] = _repeated(parser, args.allowed_origin, "allowed-origin", _origin)
+    values["trusted_proxies"] = _repeated(parser, args.trusted_proxy, "trusted-proxy", _network)
+    values["ephemeral"] = _switch(parser, args.ephemeral, "ephemeral")
+    values["h2c"] = _switch(parser, args.h2c, "h2c")
     return Config(**values)
+
+
+def _repeated(
+    parser: argparse.ArgumentParser,
+    given: list[str] | None,
+    flag: str,
+    convert: Callable[[str], str],
+) -> tuple[str, ...]:
+    """A repeatable option's values, or else its variable's, space-separated."""
+    if given is None:
+        env = os.environ.get(ENV_PREFIX + flag.replace("-", "_").upper(), "")
+        given = [_env_convert(parser, flag, convert, text) for text in env.split()]
+    return tuple(given)
+
+
+def _switch(parser: argparse.ArgumentParser, given: bool | None, flag: str) -> bool:
+    """An on/off option: on if given, else its variable's yes/no value, else off."""
+    return bool(_from_env(parser, flag, _flag, False)) if given is None else given
 
 
 def _from_env(
