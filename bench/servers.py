@@ -31,6 +31,7 @@ SECURECHAT_LIMITS: Final = (
     "--rate", "100000", "--burst", "100000", "--max-participants", "10000",
     "--max-rooms", "1000000", "--hello-timeout", "30", "--ping-interval", "0",
     "--new-rooms-burst", "1000000", "--source-new-rooms-burst", "1000000",
+    "--max-connections-per-source", "0",  # every load client comes from 127.0.0.1
     "--log-level", "warning",
 )  # fmt: skip
 
