@@ -24,6 +24,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Final, final
 
+from securechat.sources import source_key
+
 BASE_BITS: Final = 14  # the first price over the burst: 16k hashes, some 20 ms in a browser
 # The cap: 2**20 hashes, 1.2-1.5 s for Chromium and the Python client here, and
 # still well inside the 60 s to answer for a phone ten times slower (docs/protocol.md).
@@ -105,7 +107,7 @@ class CreationBudget:
     def bits(self, source: str | None, now: float) -> int:
         """The proof of work (in bits) a new room from ``source`` needs now; 0 is free."""
         needed = price(self._global.drain(now), self._settings.burst)
-        if source is not None and (level := self._sources.get(source)) is not None:
+        if source is not None and (level := self._sources.get(source_key(source))) is not None:
             needed = max(needed, price(level.drain(now), self._settings.source_burst))
         return needed
 
@@ -114,6 +116,7 @@ class CreationBudget:
         self._global.add(now)
         if source is None:
             return
+        source = source_key(source)  # an IPv6 /64 is one source, as for connections
         level = self._sources.get(source)
         if level is None:
             level = _Level(

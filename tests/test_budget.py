@@ -106,6 +106,14 @@ def test_a_busy_source_pays_while_others_are_free() -> None:
     assert b.bits("198.51.100.7", 30.0) == 0  # drained
 
 
+def test_one_ipv6_subscriber_is_one_source() -> None:
+    b = budget(per_minute=600.0, burst=1000, source_per_minute=6.0, source_burst=2)
+    # Addresses of one /64 (what one subscriber is given) share a budget.
+    assert create(b, 2, source="2001:db8:1:2::1") == [0, 0]
+    assert b.bits("2001:db8:1:2:ffff::7", 0.0) == BASE_BITS
+    assert b.bits("2001:db8:1:3::1", 0.0) == 0  # the next /64 is another source
+
+
 def test_the_server_wide_price_applies_to_every_source() -> None:
     b = budget(burst=2, source_burst=1000)
     create(b, 2, source="198.51.100.7")
@@ -114,15 +122,16 @@ def test_the_server_wide_price_applies_to_every_source() -> None:
 
 
 def test_sources_kept_are_bounded_least_recently_seen_first() -> None:
+    A, B, C, D = (f"198.51.100.{i}" for i in range(1, 5))  # sources are addresses
     b = budget(per_minute=600.0, burst=1000, source_per_minute=1.0, source_burst=1, max_sources=3)
-    for source in ("a", "b", "c"):
+    for source in (A, B, C):
         create(b, 1, source=source)
-    create(b, 1, source="a")  # "a" is now the most recent
-    create(b, 1, source="d")  # so "b" is dropped
+    create(b, 1, source=A)  # "a" is now the most recent
+    create(b, 1, source=D)  # so "b" is dropped
     assert b.statistics(0.0).sources == 3
-    assert b.bits("b", 0.0) == 0  # forgotten: starts afresh
-    assert b.bits("a", 0.0) == BASE_BITS + 1
-    assert b.bits("c", 0.0) == BASE_BITS
+    assert b.bits(B, 0.0) == 0  # forgotten: starts afresh
+    assert b.bits(A, 0.0) == BASE_BITS + 1
+    assert b.bits(C, 0.0) == BASE_BITS
 
 
 def test_a_clock_that_goes_back_changes_nothing() -> None:
