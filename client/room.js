@@ -225,6 +225,11 @@ export class Room {
         break;
       }
       case "stopped":
+        if (status.code === 4401) {
+          document.body.dataset.closeCode = "4401";
+          this.showWrongKey();
+          return;
+        }
         this.statusText.textContent = status.text;
         if (status.fatal) {
           this.statusAction.append(this.actionButton("Forget this room", () => this.forget()));
@@ -237,6 +242,18 @@ export class Room {
     }
     document.body.dataset.connection = status.state;
     if (status.code) document.body.dataset.closeCode = String(status.code);
+  }
+
+  /** The key does not open this room: a full-page explanation, as for a damaged link. */
+  showWrongKey() {
+    showProblem(
+      "This link's key does not match this room",
+      [
+        "The server refused the key in this link for this room, so nothing here can be read or sent. The link may be mistyped or incomplete.",
+        "Ask for the invite link again and open it exactly as you received it. Forget this room to remove the wrong key from this browser.",
+      ],
+      [h("button", { type: "button", class: "button", onclick: () => this.forget() }, "Forget this room"), newChatLink()],
+    );
   }
 
   actionButton(label, onclick) {

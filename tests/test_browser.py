@@ -386,10 +386,11 @@ async def test_wrong_secret_is_explained_and_not_retried(served: Served) -> None
         room_path = urlsplit(link).path
         wrong = session.new_page()
         wrong.goto(f"{room_path}#{b64url(os.urandom(32))}")
-        expect(wrong.locator(".status")).to_have_attribute("data-state", "stopped")
-        expect(wrong.locator(".status")).to_contain_text("does not match this room")
+        # A full-page explanation, like a damaged link: not a line over an empty chat.
+        expect(wrong.locator("h1")).to_have_text("This link's key does not match this room")
+        expect(wrong.locator("body")).to_have_attribute("data-state", "problem")
         expect(wrong.locator("body")).to_have_attribute("data-close-code", "4401")
-        expect(wrong.get_by_label("Message", exact=True)).to_be_disabled()
+        expect(wrong.locator(".status, .composer")).to_have_count(0)
         # It does not try again: not by itself, nor when the tab or network comes back.
         wrong.evaluate(
             """() => {
@@ -399,6 +400,10 @@ async def test_wrong_secret_is_explained_and_not_retried(served: Served) -> None
         )
         wrong.wait_for_timeout(1500)
         assert len(session.log(wrong).sockets) == 1
+        wrong.get_by_role("button", name="Forget this room").click()
+        wrong.get_by_role("dialog").get_by_role("button", name="Forget this room").click()
+        expect(wrong.locator("h1")).to_have_text("Room forgotten")
+        assert stored_record(wrong) is None
 
         stranger = session.new_page()
         stranger.goto(room_path)
