@@ -6,6 +6,7 @@
 
 import { MAX_NAME, MAX_TEXT, newMid, openMessage, sealMessage } from "/crypto.js";
 import { RoomConnection } from "/protocol.js";
+import { closePopover, keepFocus, managePopovers } from "/popovers.js";
 import { forgetRoom, saveRoom } from "/store.js";
 import {
   TITLE,
@@ -112,14 +113,7 @@ export class Room {
         h("a", { class: "menu-item", href: "/new_chat" }, "New room"),
       ),
     );
-    for (const details of [this.people, this.menu]) {
-      details.addEventListener("keydown", (event) => {
-        if (event.key === "Escape" && details.open) {
-          details.open = false;
-          details.querySelector("summary").focus();
-        }
-      });
-    }
+    managePopovers([this.people, this.menu]);
     this.notice = h("p", { class: "notice", role: "status" });
     this.notice.hidden = true;
     this.list = h("ol", { class: "messages", "aria-label": "Messages" });
@@ -148,6 +142,7 @@ export class Room {
     });
     this.counter = h("span", { class: "counter" });
     this.sendButton = h("button", { type: "button", class: "button primary send", onclick: () => this.sendFromComposer() }, "Send");
+    keepFocus(this.sendButton, this.input);
     this.announcer = h("div", { class: "sr-only", "aria-live": "polite", "aria-atomic": "false" });
     replace(
       document.getElementById("app"),
@@ -564,7 +559,7 @@ export class Room {
   // ----- room actions --------------------------------------------------------------
 
   closeMenu() {
-    this.menu.open = false;
+    closePopover(this.menu);
   }
 
   async copyInvite() {
