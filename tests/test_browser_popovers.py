@@ -93,4 +93,14 @@ async def test_focus_returns_to_the_menu_button_and_stays_in_the_message_box(
         expect(texts(page)).to_have_text(["by the button", "then by Enter"])
         expect(box).to_be_focused()
 
+    def phone(session: Session) -> None:
+        _, link = create_room(session)
+        page = join(session, link, width=390, height=700, has_touch=True, is_mobile=True)
+        box = page.get_by_label("Message", exact=True)
+        box.fill("by a tap")
+        page.get_by_role("button", name="Send").tap()
+        expect(texts(page)).to_have_text(["by a tap"])
+        expect(box).to_be_focused()
+
     await run_in_browser(server.base, scenario)
+    await run_in_browser(server.base, phone)
