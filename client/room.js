@@ -5,6 +5,7 @@
 // and our own messages are sealed strictly in order.
 
 import { MAX_NAME, MAX_TEXT, newMid, openMessage, sealMessage } from "/crypto.js";
+import { Follower } from "/follow.js";
 import { RoomConnection } from "/protocol.js";
 import { forgetRoom, saveRoom } from "/store.js";
 import {
@@ -130,6 +131,7 @@ export class Room {
     );
     this.list.append(this.empty);
     this.scroller = h("div", { class: "scroller", tabindex: "0", "aria-label": "Conversation" }, this.list);
+    this.follow = new Follower(this.scroller);
     this.input = h("textarea", {
       id: "composer-text",
       rows: "1",
@@ -167,7 +169,7 @@ export class Room {
           this.menu,
         ),
         this.notice,
-        this.scroller,
+        h("div", { class: "scroll-area" }, this.scroller, this.follow.button),
         h(
           "div",
           { class: "composer" },
@@ -285,7 +287,7 @@ export class Room {
     const oldest = ordered.length ? ordered[0].id : -Infinity;
     this.removeConfirmed((entry) => entry.id >= oldest && !ids.has(entry.id));
     for (const message of ordered) await this.handleMessage(message, false);
-    this.scrollToEnd(true);
+    this.follow.toEnd();
     this.flushPending();
   }
 
@@ -295,7 +297,7 @@ export class Room {
     const plain = await openMessage(this.record.key, this.roomId, envelope.from, envelope.iv, envelope.ciphertext);
     const mine = envelope.from === this.clientId;
     if (!plain) {
-      this.insert({ id: envelope.id, from: envelope.from, sentAt: envelope.sentAt, mine, unreadable: true });
+      this.insert({ id: envelope.id, from: envelope.from, sentAt: envelope.sentAt, mine, unreadable: true }, live);
       return;
     }
     if (plain.name) this.names.set(envelope.from, plain.name);
@@ -313,7 +315,7 @@ export class Room {
       return; // a mid shown once, whatever the server replays
     }
     const entry = { id: envelope.id, from: envelope.from, sentAt: envelope.sentAt, mine, ...plain };
-    this.insert(entry);
+    this.insert(entry, live);
     if (live && !mine) {
       this.announcer.textContent = `${this.displayName(envelope.from)}: ${plain.text}`;
       if (document.hidden) {
@@ -353,12 +355,14 @@ export class Room {
 
   // ----- the message list ----------------------------------------------------------
 
-  insert(entry) {
+  insert(entry, live = true) {
     if (entry.mid) this.byMid.set(entry.mid, entry);
     entry.el = this.renderMessage(entry);
-    this.place(entry);
-    this.empty.remove();
-    if (entry.mine || this.nearEnd()) this.scrollToEnd(entry.mine);
+    const change = () => {
+      this.place(entry);
+      this.empty.remove();
+    };
+    this.follow.around(change, { force: entry.mine && live, quiet: !live });
   }
 
   /** Put an entry in order: confirmed by server id, pending ones last. */
@@ -448,10 +452,14 @@ export class Room {
     const line = h("li", { class: "system" }, text, " · ", h("time", { datetime: new Date(now).toISOString() }, formatTime(now)));
     // Before any pending messages, which are still on their way.
     const firstPending = this.entries.find((entry) => entry.pending);
-    if (firstPending) this.list.insertBefore(line, firstPending.el);
-    else this.list.append(line);
-    this.empty.remove();
-    if (this.nearEnd()) this.scrollToEnd(false);
+    this.follow.around(
+      () => {
+        if (firstPending) this.list.insertBefore(line, firstPending.el);
+        else this.list.append(line);
+        this.empty.remove();
+      },
+      { quiet: true },
+    );
   }
 
   renderPeople() {
@@ -473,15 +481,6 @@ export class Room {
       );
     });
     replace(this.peopleList, items);
-  }
-
-  nearEnd() {
-    const s = this.scroller;
-    return s.scrollHeight - s.scrollTop - s.clientHeight < 80;
-  }
-
-  scrollToEnd(force) {
-    if (force || this.nearEnd()) this.scroller.scrollTop = this.scroller.scrollHeight;
   }
 
   updateTitle() {
