@@ -6,6 +6,7 @@
 
 import { MAX_NAME, MAX_TEXT, newMid, openMessage, sealMessage } from "/crypto.js";
 import { Follower } from "/follow.js";
+import { markPresence } from "/presence.js";
 import { RoomConnection } from "/protocol.js";
 import { forgetRoom, saveRoom } from "/store.js";
 import {
@@ -238,6 +239,7 @@ export class Room {
         break;
     }
     document.body.dataset.connection = status.state;
+    markPresence(this.people, this.participants.length, status.state === "open");
     if (status.code) document.body.dataset.closeCode = String(status.code);
   }
 
@@ -464,10 +466,7 @@ export class Room {
 
   renderPeople() {
     this.peopleCount.textContent = String(this.participants.length);
-    this.people.querySelector("summary").setAttribute(
-      "aria-label",
-      `${this.participants.length} ${this.participants.length === 1 ? "person" : "people"} in this room`,
-    );
+    markPresence(this.people, this.participants.length, this.status.state === "open");
     const items = this.participants.map((id) => {
       const me = id === this.clientId;
       const name = me ? this.record.name : this.names.get(id);

@@ -1,4 +1,4 @@
-"""The message list in a real Chromium: following new messages.
+"""The message list in a real Chromium: following new messages, presence.
 
 Uses the steps of tests/test_browser.py against an in-process server; every
 scenario ends with no CSP or Trusted Types violation and no console error.
@@ -71,5 +71,30 @@ async def test_new_messages_of_any_height_scroll_into_view_on_a_phone(
         say(bob, "mine\nalways\nshows")
         expect(texts(bob).last).to_have_text("mine\nalways\nshows")
         assert below_view(bob) < 2
+
+    await run_in_browser(server.base, scenario, allow=(SOCKET_REFUSED,))
+
+
+async def test_presence_is_grey_and_marked_stale_unless_connected(server: ServerHandle) -> None:
+    """The people dot is green only while connected; the count says it is the last seen."""
+
+    def scenario(session: Session) -> None:
+        alice, link = create_room(session)
+        join(session, link)
+        people = alice.locator(".people")
+        summary = people.locator("summary")
+        icon = alice.locator(".people-icon")
+        expect(alice.locator(".people .count")).to_have_text("2")
+        expect(summary).to_have_attribute("aria-label", "2 people in this room")
+        green = icon.evaluate("e => getComputedStyle(e).color")
+
+        trio.from_thread.run(server.stop)
+        expect(alice.locator(".status")).not_to_have_attribute("data-state", "open")
+        expect(people).to_have_attribute("data-stale", "true")
+        expect(summary).to_have_attribute(
+            "aria-label", "2 people in this room when last connected (not connected now)"
+        )
+        grey = icon.evaluate("e => getComputedStyle(e).color")
+        assert grey != green
 
     await run_in_browser(server.base, scenario, allow=(SOCKET_REFUSED,))
