@@ -4,6 +4,7 @@
 // Server envelopes are handled strictly in order (decryption is asynchronous),
 // and our own messages are sealed strictly in order.
 
+import { bdi, cleanName } from "/bidi.js";
 import { MAX_NAME, MAX_TEXT, newMid, openMessage, sealMessage } from "/crypto.js";
 import { Follower } from "/follow.js";
 import { markPresence } from "/presence.js";
@@ -302,6 +303,7 @@ export class Room {
       this.insert({ id: envelope.id, from: envelope.from, sentAt: envelope.sentAt, mine, unreadable: true }, live);
       return;
     }
+    if (plain.name) plain.name = cleanName(plain.name);
     if (plain.name) this.names.set(envelope.from, plain.name);
     const known = this.byMid.get(plain.mid);
     if (known) {
@@ -330,16 +332,16 @@ export class Room {
   handleSystem(envelope) {
     this.participants = [...new Set(envelope.participants)];
     this.renderPeople();
-    const who = envelope.clientId === this.clientId ? "You" : this.displayName(envelope.clientId);
+    const who = envelope.clientId === this.clientId ? "You" : bdi(this.displayName(envelope.clientId));
     switch (envelope.event) {
       case "joined":
-        this.systemLine(`${who} joined`);
+        this.systemLine([who, " joined"]);
         break;
       case "left":
-        this.systemLine(`${who} left`);
+        this.systemLine([who, " left"]);
         break;
       case "cleared":
-        this.systemLine(`${who} cleared the history`);
+        this.systemLine([who, " cleared the history"]);
         break;
     }
   }
@@ -409,9 +411,9 @@ export class Room {
     const meta = h(
       "p",
       { class: "meta" },
-      h("span", { class: "sender" }, name || shortId(entry.from)),
+      bdi(name || shortId(entry.from), { class: "sender" }),
       " ",
-      withId ? h("span", { class: "cid", title: `Sender id ${entry.from}` }, shortId(entry.from)) : null,
+      withId ? bdi(shortId(entry.from), { class: "cid", title: `Sender id ${cleanName(entry.from)}` }) : null,
       withId ? " " : null,
       time,
     );
@@ -422,7 +424,7 @@ export class Room {
       );
     } else {
       el.dataset.mid = entry.mid;
-      el.append(meta, h("p", { class: "text" }, entry.text));
+      el.append(meta, h("p", { class: "text", dir: "auto" }, entry.text));
     }
     if (entry.mine) {
       entry.markEl = h("span", { class: "mark" });
@@ -474,8 +476,8 @@ export class Room {
         "li",
         { class: colourClass(id) },
         h("span", { class: "swatch", "aria-hidden": "true" }),
-        name || (me ? "You" : shortId(id)),
-        name || me ? h("span", { class: "cid" }, ` ${shortId(id)}`) : null,
+        bdi(name || (me ? "You" : shortId(id))),
+        name || me ? h("span", { class: "cid" }, " ", bdi(shortId(id))) : null,
         me && name ? h("span", { class: "you" }, " (you)") : null,
       );
     });
@@ -558,11 +560,11 @@ export class Room {
     this.closeMenu();
     const name = await nameDialog(this.record.name, MAX_NAME);
     if (name === null) return;
-    if (name) this.record.name = name;
+    if (name) this.record.name = cleanName(name);
     else delete this.record.name;
     const stored = await saveRoom(this.record);
     this.renderPeople();
-    this.systemLine(name ? `Your messages now show the name “${name}”` : "Your messages now show only your short id");
+    this.systemLine(name ? ["Your messages now show the name “", bdi(this.record.name), "”"] : "Your messages now show only your short id");
     if (!stored) this.notify("Your name is kept in this tab only: this browser refused to store it.");
   }
 

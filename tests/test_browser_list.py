@@ -14,7 +14,7 @@ from playwright.sync_api import Page, expect
 
 from tests.browser import Session, require_chromium, run_in_browser
 from tests.harness import ServerHandle, make_config, start_server
-from tests.test_browser import SOCKET_REFUSED, create_room, join, say, texts
+from tests.test_browser import SOCKET_REFUSED, create_room, join, say, set_name, texts
 
 pytestmark = pytest.mark.slow
 
@@ -96,5 +96,34 @@ async def test_presence_is_grey_and_marked_stale_unless_connected(server: Server
         )
         grey = icon.evaluate("e => getComputedStyle(e).color")
         assert grey != green
+
+    await run_in_browser(server.base, scenario, allow=(SOCKET_REFUSED,))
+
+
+async def test_right_to_left_text_and_hostile_names_stay_in_their_place(
+    server: ServerHandle,
+) -> None:
+    """dir="auto" on text and names; names and ids isolated; bidi controls stripped."""
+
+    def scenario(session: Session) -> None:
+        alice, link = create_room(session)
+        bob = join(session, link)
+        set_name(bob, "\u202eecilA")
+        say(bob, "שלום עולם")
+        expect(texts(alice)).to_have_text(["שלום עולם"])
+        message = alice.locator(".message").last
+        assert message.locator(".text").evaluate("e => getComputedStyle(e).direction") == "rtl"
+        sender = message.locator(".sender")
+        expect(sender).to_have_text("\ufffdecilA")
+        for part in (sender, message.locator(".cid")):
+            assert part.evaluate("e => getComputedStyle(e).unicodeBidi") == "isolate"
+            expect(part).to_have_attribute("dir", "auto")
+        bob.locator(".people > summary").click()  # bob's own name, as stored
+        person = bob.locator(".people-list li", has_text="ecilA")
+        expect(person).to_have_count(1)
+        assert "\u202e" not in person.inner_text()
+        bob.reload()  # a join line now names bob
+        expect(alice.locator(".system").last).to_contain_text("\ufffdecilA")
+        assert "\u202e" not in alice.locator(".messages").inner_text()
 
     await run_in_browser(server.base, scenario, allow=(SOCKET_REFUSED,))
