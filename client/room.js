@@ -7,6 +7,7 @@
 import { bdi, cleanName } from "/bidi.js";
 import { MAX_NAME, MAX_TEXT, newMid, openMessage, sealMessage } from "/crypto.js";
 import { Follower } from "/follow.js";
+import { MAX_RENDERED, clampTime, errorText, insertionIndex } from "/guard.js";
 import { markPresence } from "/presence.js";
 import { RoomConnection } from "/protocol.js";
 import { forgetRoom, saveRoom } from "/store.js";
@@ -289,12 +290,22 @@ export class Room {
     const ids = new Set(ordered.map((m) => m.id));
     const oldest = ordered.length ? ordered[0].id : -Infinity;
     this.removeConfirmed((entry) => entry.id >= oldest && !ids.has(entry.id));
-    for (const message of ordered) await this.handleMessage(message, false);
+    // Each message on its own: one the page cannot show never hides the rest.
+    let failed = 0;
+    for (const message of ordered) {
+      try {
+        await this.handleMessage(message, false);
+      } catch {
+        failed += 1;
+      }
+    }
+    if (failed) this.notify(`${failed} message${failed === 1 ? "" : "s"} from the server could not be shown.`);
     this.follow.toEnd();
     this.flushPending();
   }
 
-  async handleMessage(envelope, live) {
+  async handleMessage(received, live) {
+    const envelope = { ...received, sentAt: clampTime(received.sentAt) };
     if (this.seenIds.has(envelope.id)) return; // a replay of what we already show
     this.seenIds.add(envelope.id);
     const plain = await openMessage(this.record.key, this.roomId, envelope.from, envelope.iv, envelope.ciphertext);
@@ -353,29 +364,40 @@ export class Room {
       this.resendTimer = setTimeout(() => this.flushPending(), RESEND_AFTER_MS);
       return;
     }
-    const reason = typeof envelope.message === "string" ? envelope.message : envelope.code;
-    this.notify(`The server refused something this page sent: ${reason}.`);
+    this.notify(errorText(envelope.code));
   }
 
   // ----- the message list ----------------------------------------------------------
 
   insert(entry, live = true) {
+    // A full page keeps its newest messages: one older than all of them is not drawn.
+    if (!entry.pending && this.entries.length >= MAX_RENDERED && insertionIndex(this.entries, entry.id) === 0) return;
     if (entry.mid) this.byMid.set(entry.mid, entry);
     entry.el = this.renderMessage(entry);
     const change = () => {
       this.place(entry);
       this.empty.remove();
+      this.trim();
     };
-    this.follow.around(change, { force: entry.mine && live, quiet: !live });
+    // A history batch is not measured message by message (that would lay the
+    // whole list out each time); handleHistory scrolls once at its end.
+    if (live) this.follow.around(change, { force: entry.mine });
+    else change();
+  }
+
+  /** Keep at most MAX_RENDERED messages on the page: the oldest confirmed ones leave. */
+  trim() {
+    while (this.entries.length > MAX_RENDERED && !this.entries[0].pending) {
+      const old = this.entries.shift();
+      old.el.remove();
+      if (old.mid) this.byMid.delete(old.mid);
+    }
   }
 
   /** Put an entry in order: confirmed by server id, pending ones last. */
   place(entry) {
     let index = this.entries.length;
-    if (!entry.pending) {
-      index = this.entries.findIndex((other) => other.pending || other.id > entry.id);
-      if (index < 0) index = this.entries.length;
-    }
+    if (!entry.pending) index = insertionIndex(this.entries, entry.id);
     const after = this.entries[index];
     this.entries.splice(index, 0, entry);
     // A system line stays where it was written, so confirmed messages go before

@@ -1,20 +1,31 @@
-"""The message list in a real Chromium: following new messages, presence.
+"""The message list in a real Chromium: following, presence, bidi, a hostile server.
 
 Uses the steps of tests/test_browser.py against an in-process server; every
 scenario ends with no CSP or Trusted Types violation and no console error.
 """
 
+import json
+import os
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Final
 
 import pytest
 import trio
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, WebSocketRoute, expect
 
 from tests.browser import Session, require_chromium, run_in_browser
-from tests.harness import ServerHandle, make_config, start_server
-from tests.test_browser import SOCKET_REFUSED, create_room, join, say, set_name, texts
+from tests.harness import ServerHandle, b64url, make_config, start_server
+from tests.test_browser import (
+    SOCKET_REFUSED,
+    create_room,
+    join,
+    say,
+    set_name,
+    texts,
+    wait_connected,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -125,5 +136,65 @@ async def test_right_to_left_text_and_hostile_names_stay_in_their_place(
         bob.reload()  # a join line now names bob
         expect(alice.locator(".system").last).to_contain_text("\ufffdecilA")
         assert "\u202e" not in alice.locator(".messages").inner_text()
+
+    await run_in_browser(server.base, scenario, allow=(SOCKET_REFUSED,))
+
+
+def garbage(message_id: int, sent_at: float) -> dict[str, object]:
+    """A message no key opens, as a hostile server may relay it."""
+    return {
+        "type": "message",
+        "id": message_id,
+        "from": f"x{message_id % 97:09d}",
+        "sentAt": sent_at,
+        "iv": b64url(os.urandom(12)),
+        "ciphertext": b64url(os.urandom(40)),
+    }
+
+
+async def test_a_hostile_server_cannot_break_the_list(server: ServerHandle) -> None:
+    """A time a Date cannot hold, the server's own words, a history far too long."""
+
+    def scenario(session: Session) -> None:
+        alice, _ = create_room(session)
+        say(alice, "a real message")
+        expect(alice.locator(".message.pending")).to_have_count(0)
+        routes: list[WebSocketRoute] = []
+
+        def route(ws: WebSocketRoute) -> None:
+            routes.append(ws)
+            upstream = ws.connect_to_server()
+
+            def from_server(frame: str | bytes) -> None:
+                if isinstance(frame, str) and '"type":"history"' in frame:
+                    history = json.loads(frame)
+                    top = max(m["id"] for m in history["messages"])
+                    history["messages"] += [garbage(top + 1, 1e16), garbage(top + 2, 1.7e12)]
+                    frame = json.dumps(history)
+                ws.send(frame)
+
+            upstream.on_message(from_server)
+
+        alice.route_web_socket(re.compile(r"/ws/"), route)
+        alice.reload()
+        wait_connected(session, alice, 2)
+        # The message after the one with an impossible time is shown too.
+        expect(alice.locator(".message")).to_have_count(3)
+        expect(texts(alice).first).to_have_text("a real message")
+        expect(alice.locator(".message.unreadable")).to_have_count(2)
+
+        ws = routes[-1]
+        ws.send(json.dumps({"type": "error", "code": "too_large", "message": "VISIT EVIL"}))
+        expect(alice.locator(".notice")).to_have_text("The server refused a message as too large.")
+        ws.send(json.dumps({"type": "error", "code": "made_up", "message": "VISIT EVIL"}))
+        expect(alice.locator(".notice")).to_have_text(
+            "The server refused something this page sent."
+        )
+
+        many = [garbage(n, 1.7e12 + n) for n in range(1, 3001)]
+        ws.send(json.dumps({"type": "history", "messages": many}))
+        expect(alice.locator(".message")).to_have_count(1000, timeout=30_000)
+        newest = alice.locator(".message").last.locator("time")
+        expect(newest).to_have_attribute("datetime", "2023-11-14T22:13:23.000Z")
 
     await run_in_browser(server.base, scenario, allow=(SOCKET_REFUSED,))
