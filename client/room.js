@@ -4,7 +4,11 @@
 // Server envelopes are handled strictly in order (decryption is asynchronous),
 // and our own messages are sealed strictly in order.
 
+import { bdi, cleanName } from "/bidi.js";
 import { MAX_NAME, MAX_TEXT, newMid, openMessage, sealMessage } from "/crypto.js";
+import { Follower } from "/follow.js";
+import { MAX_RENDERED, clampTime, errorText, insertionIndex } from "/guard.js";
+import { markPresence } from "/presence.js";
 import { RoomConnection } from "/protocol.js";
 import { closePopover, keepFocus, managePopovers } from "/popovers.js";
 import { forgetRoom, saveRoom } from "/store.js";
@@ -124,6 +128,7 @@ export class Room {
     );
     this.list.append(this.empty);
     this.scroller = h("div", { class: "scroller", tabindex: "0", "aria-label": "Conversation" }, this.list);
+    this.follow = new Follower(this.scroller);
     this.input = h("textarea", {
       id: "composer-text",
       rows: "1",
@@ -162,7 +167,7 @@ export class Room {
           this.menu,
         ),
         this.notice,
-        this.scroller,
+        h("div", { class: "scroll-area" }, this.scroller, this.follow.button),
         h(
           "div",
           { class: "composer" },
@@ -236,6 +241,7 @@ export class Room {
         break;
     }
     document.body.dataset.connection = status.state;
+    markPresence(this.people, this.participants.length, status.state === "open");
     if (status.code) document.body.dataset.closeCode = String(status.code);
   }
 
@@ -296,20 +302,31 @@ export class Room {
     const ids = new Set(ordered.map((m) => m.id));
     const oldest = ordered.length ? ordered[0].id : -Infinity;
     this.removeConfirmed((entry) => entry.id >= oldest && !ids.has(entry.id));
-    for (const message of ordered) await this.handleMessage(message, false);
-    this.scrollToEnd(true);
+    // Each message on its own: one the page cannot show never hides the rest.
+    let failed = 0;
+    for (const message of ordered) {
+      try {
+        await this.handleMessage(message, false);
+      } catch {
+        failed += 1;
+      }
+    }
+    if (failed) this.notify(`${failed} message${failed === 1 ? "" : "s"} from the server could not be shown.`);
+    this.follow.toEnd();
     this.flushPending();
   }
 
-  async handleMessage(envelope, live) {
+  async handleMessage(received, live) {
+    const envelope = { ...received, sentAt: clampTime(received.sentAt) };
     if (this.seenIds.has(envelope.id)) return; // a replay of what we already show
     this.seenIds.add(envelope.id);
     const plain = await openMessage(this.record.key, this.roomId, envelope.from, envelope.iv, envelope.ciphertext);
     const mine = envelope.from === this.clientId;
     if (!plain) {
-      this.insert({ id: envelope.id, from: envelope.from, sentAt: envelope.sentAt, mine, unreadable: true });
+      this.insert({ id: envelope.id, from: envelope.from, sentAt: envelope.sentAt, mine, unreadable: true }, live);
       return;
     }
+    if (plain.name) plain.name = cleanName(plain.name);
     if (plain.name) this.names.set(envelope.from, plain.name);
     const known = this.byMid.get(plain.mid);
     if (known) {
@@ -325,7 +342,7 @@ export class Room {
       return; // a mid shown once, whatever the server replays
     }
     const entry = { id: envelope.id, from: envelope.from, sentAt: envelope.sentAt, mine, ...plain };
-    this.insert(entry);
+    this.insert(entry, live);
     if (live && !mine) {
       this.announcer.textContent = `${this.displayName(envelope.from)}: ${plain.text}`;
       if (document.hidden) {
@@ -338,16 +355,16 @@ export class Room {
   handleSystem(envelope) {
     this.participants = [...new Set(envelope.participants)];
     this.renderPeople();
-    const who = envelope.clientId === this.clientId ? "You" : this.displayName(envelope.clientId);
+    const who = envelope.clientId === this.clientId ? "You" : bdi(this.displayName(envelope.clientId));
     switch (envelope.event) {
       case "joined":
-        this.systemLine(`${who} joined`);
+        this.systemLine([who, " joined"]);
         break;
       case "left":
-        this.systemLine(`${who} left`);
+        this.systemLine([who, " left"]);
         break;
       case "cleared":
-        this.systemLine(`${who} cleared the history`);
+        this.systemLine([who, " cleared the history"]);
         break;
     }
   }
@@ -359,27 +376,40 @@ export class Room {
       this.resendTimer = setTimeout(() => this.flushPending(), RESEND_AFTER_MS);
       return;
     }
-    const reason = typeof envelope.message === "string" ? envelope.message : envelope.code;
-    this.notify(`The server refused something this page sent: ${reason}.`);
+    this.notify(errorText(envelope.code));
   }
 
   // ----- the message list ----------------------------------------------------------
 
-  insert(entry) {
+  insert(entry, live = true) {
+    // A full page keeps its newest messages: one older than all of them is not drawn.
+    if (!entry.pending && this.entries.length >= MAX_RENDERED && insertionIndex(this.entries, entry.id) === 0) return;
     if (entry.mid) this.byMid.set(entry.mid, entry);
     entry.el = this.renderMessage(entry);
-    this.place(entry);
-    this.empty.remove();
-    if (entry.mine || this.nearEnd()) this.scrollToEnd(entry.mine);
+    const change = () => {
+      this.place(entry);
+      this.empty.remove();
+      this.trim();
+    };
+    // A history batch is not measured message by message (that would lay the
+    // whole list out each time); handleHistory scrolls once at its end.
+    if (live) this.follow.around(change, { force: entry.mine });
+    else change();
+  }
+
+  /** Keep at most MAX_RENDERED messages on the page: the oldest confirmed ones leave. */
+  trim() {
+    while (this.entries.length > MAX_RENDERED && !this.entries[0].pending) {
+      const old = this.entries.shift();
+      old.el.remove();
+      if (old.mid) this.byMid.delete(old.mid);
+    }
   }
 
   /** Put an entry in order: confirmed by server id, pending ones last. */
   place(entry) {
     let index = this.entries.length;
-    if (!entry.pending) {
-      index = this.entries.findIndex((other) => other.pending || other.id > entry.id);
-      if (index < 0) index = this.entries.length;
-    }
+    if (!entry.pending) index = insertionIndex(this.entries, entry.id);
     const after = this.entries[index];
     this.entries.splice(index, 0, entry);
     // A system line stays where it was written, so confirmed messages go before
@@ -415,9 +445,9 @@ export class Room {
     const meta = h(
       "p",
       { class: "meta" },
-      h("span", { class: "sender" }, name || shortId(entry.from)),
+      bdi(name || shortId(entry.from), { class: "sender" }),
       " ",
-      withId ? h("span", { class: "cid", title: `Sender id ${entry.from}` }, shortId(entry.from)) : null,
+      withId ? bdi(shortId(entry.from), { class: "cid", title: `Sender id ${cleanName(entry.from)}` }) : null,
       withId ? " " : null,
       time,
     );
@@ -428,7 +458,7 @@ export class Room {
       );
     } else {
       el.dataset.mid = entry.mid;
-      el.append(meta, h("p", { class: "text" }, entry.text));
+      el.append(meta, h("p", { class: "text", dir: "auto" }, entry.text));
     }
     if (entry.mine) {
       entry.markEl = h("span", { class: "mark" });
@@ -460,18 +490,19 @@ export class Room {
     const line = h("li", { class: "system" }, text, " · ", h("time", { datetime: new Date(now).toISOString() }, formatTime(now)));
     // Before any pending messages, which are still on their way.
     const firstPending = this.entries.find((entry) => entry.pending);
-    if (firstPending) this.list.insertBefore(line, firstPending.el);
-    else this.list.append(line);
-    this.empty.remove();
-    if (this.nearEnd()) this.scrollToEnd(false);
+    this.follow.around(
+      () => {
+        if (firstPending) this.list.insertBefore(line, firstPending.el);
+        else this.list.append(line);
+        this.empty.remove();
+      },
+      { quiet: true },
+    );
   }
 
   renderPeople() {
     this.peopleCount.textContent = String(this.participants.length);
-    this.people.querySelector("summary").setAttribute(
-      "aria-label",
-      `${this.participants.length} ${this.participants.length === 1 ? "person" : "people"} in this room`,
-    );
+    markPresence(this.people, this.participants.length, this.status.state === "open");
     const items = this.participants.map((id) => {
       const me = id === this.clientId;
       const name = me ? this.record.name : this.names.get(id);
@@ -479,21 +510,12 @@ export class Room {
         "li",
         { class: colourClass(id) },
         h("span", { class: "swatch", "aria-hidden": "true" }),
-        name || (me ? "You" : shortId(id)),
-        name || me ? h("span", { class: "cid" }, ` ${shortId(id)}`) : null,
+        bdi(name || (me ? "You" : shortId(id))),
+        name || me ? h("span", { class: "cid" }, " ", bdi(shortId(id))) : null,
         me && name ? h("span", { class: "you" }, " (you)") : null,
       );
     });
     replace(this.peopleList, items);
-  }
-
-  nearEnd() {
-    const s = this.scroller;
-    return s.scrollHeight - s.scrollTop - s.clientHeight < 80;
-  }
-
-  scrollToEnd(force) {
-    if (force || this.nearEnd()) this.scroller.scrollTop = this.scroller.scrollHeight;
   }
 
   updateTitle() {
@@ -572,11 +594,11 @@ export class Room {
     this.closeMenu();
     const name = await nameDialog(this.record.name, MAX_NAME);
     if (name === null) return;
-    if (name) this.record.name = name;
+    if (name) this.record.name = cleanName(name);
     else delete this.record.name;
     const stored = await saveRoom(this.record);
     this.renderPeople();
-    this.systemLine(name ? `Your messages now show the name “${name}”` : "Your messages now show only your short id");
+    this.systemLine(name ? ["Your messages now show the name “", bdi(this.record.name), "”"] : "Your messages now show only your short id");
     if (!stored) this.notify("Your name is kept in this tab only: this browser refused to store it.");
   }
 
