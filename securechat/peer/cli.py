@@ -26,6 +26,7 @@ from securechat.peer.keys import MAX_NAME_CHARS, check_outgoing
 from securechat.peer.link import DEFAULT_SERVER, InviteLink, LinkError, new_link, parse_link
 from securechat.peer.session import NotConnected, Session, open_session
 from securechat.peer.state import Identity, load_identity
+from securechat.peer.terminal import Screen, screen
 from securechat.protocol import ClientId, parse_client_id
 
 COMMANDS: Final = frozenset({"new", "chat", "send", "tail"})
@@ -251,7 +252,12 @@ def _say(text: str) -> None:
 
 
 async def _chat(link: InviteLink, identity: Identity) -> int:
-    _say(f"* joining room {link.room_id} as {identity.client_id}; {CHAT_HELP}")
+    with screen() as terminal:
+        return await _chat_on(terminal, link, identity)
+
+
+async def _chat_on(terminal: Screen, link: InviteLink, identity: Identity) -> int:
+    terminal.say(f"* joining room {link.room_id} as {identity.client_id}; {CHAT_HELP}")
     people = People(identity.client_id, identity.name)
     status = 0
     async with (
@@ -270,11 +276,11 @@ async def _chat(link: InviteLink, identity: Identity) -> int:
                 people.learn(event)
                 text = line(event, session.client_id, people)
                 if text is not None:
-                    _say(text)
+                    terminal.say(text)
             nursery.cancel_scope.cancel()
 
         async def type_lines() -> None:
-            await _read_lines(session, people)
+            await _read_lines(session, people, terminal)
             nursery.cancel_scope.cancel()
 
         nursery.start_soon(show)
@@ -282,49 +288,49 @@ async def _chat(link: InviteLink, identity: Identity) -> int:
     return status
 
 
-async def _read_lines(session: Session, people: People) -> None:
+async def _read_lines(session: Session, people: People, terminal: Screen) -> None:
     """Send each line of stdin until ``/quit`` or its end, then wait for the echoes."""
     confirming = False  # the line after ``/clear`` is its answer
     while True:
         # A thread, not an FdStream: making stdin non-blocking would change it for
         # every process sharing the terminal. Abandoned on cancellation.
-        typed = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+        typed = await trio.to_thread.run_sync(terminal.read_line, abandon_on_cancel=True)
         if not typed:
             break
         command = typed.strip()
         if confirming:
             confirming = False
             if command.lower() not in ("y", "yes"):
-                _say("* the history was kept")
+                terminal.say("* the history was kept")
                 continue
             try:
                 await session.clear_history()
             except NotConnected as exc:
-                _say(f"! {exc}")
+                terminal.say(f"! {exc}")
         elif command == "/quit":
             return
         elif command == "/clear":
             confirming = True
-            _say(CONFIRM_CLEAR)
+            terminal.say(CONFIRM_CLEAR)
         elif command == "/help":
             for entry in CHAT_COMMANDS:
-                _say(f"* {entry}")
+                terminal.say(f"* {entry}")
         elif command == "/who":
-            _say(f"* here: {people.labels(session.conversation.participants) or 'nobody'}")
+            terminal.say(f"* here: {people.labels(session.conversation.participants) or 'nobody'}")
         elif command.startswith("/") and " " not in command:
-            _say(f"! unknown command {command}; {CHAT_HELP}")
+            terminal.say(f"! unknown command {command}; {CHAT_HELP}")
         elif command:
             try:
                 await session.send_text(typed.rstrip("\n"))
             except ValueError as exc:
-                _say(f"! {exc}")
+                terminal.say(f"! {exc}")
     # At the end of a pipe, stay until connected (so a refusal is reported and the
     # history shown) and until the server has everything that was typed.
     with trio.move_on_after(FLUSH_SECONDS) as waiting:
         await session.connected.wait()
         await session.wait_all_echoed()
     if waiting.cancelled_caught:
-        _say(f"! {session.conversation.pending} message(s) may not have been delivered")
+        terminal.say(f"! {session.conversation.pending} message(s) may not have been delivered")
 
 
 async def _send(link: InviteLink, identity: Identity, text: str, give_up_after: float) -> int:
