@@ -124,11 +124,11 @@ async def test_send_and_tail(server: ServerHandle, env: dict[str, str]) -> None:
         live = json.loads(await lines.next())
         assert (live["text"], live["from"], live["name"]) == ("live", "other01", "Eve")
 
-    state = list((Path(env["XDG_STATE_HOME"]) / "securechat" / "rooms").iterdir())
-    assert len(state) == 1
-    assert parse_link(link).room_id in state[0].name
-    stored = state[0].read_text()
-    assert link.split("#")[1] not in stored  # never the secret
+    state = sorted((Path(env["XDG_STATE_HOME"]) / "securechat" / "rooms").iterdir())
+    room_id = parse_link(link).room_id
+    assert [path.name for path in state] == [f"{room_id}.send.json", f"{room_id}.tail.json"]
+    for path in state:
+        assert link.split("#")[1] not in path.read_text()  # never the secret
 
 
 async def test_chat_as_a_person(server: ServerHandle, env: dict[str, str]) -> None:
@@ -149,9 +149,11 @@ async def test_chat_as_a_person(server: ServerHandle, env: dict[str, str]) -> No
             assert "Alice (" in await screen.until("hello Bob", "(you)")
 
             await type_line(alice, "/clear")
+            await screen.until("type y to confirm")
+            await type_line(alice, "y")
             assert await first(events, Cleared) == Cleared(ClientId(alice_id))
             await screen.until("cleared by", alice_id)
-        await screen.until("* bob0002 left")
+        await screen.until("* Bob (bob0002) left")  # the name it sent
 
         await type_line(alice, "/quit")
         with trio.fail_after(STEP):

@@ -8,12 +8,12 @@ import argparse
 import functools
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
 import trio
 
-from securechat.peer.display import clean, json_line, line, names
+from securechat.peer.display import People, clean, json_line, line
 from securechat.peer.events import (
     Challenged,
     ChatMessage,
@@ -26,49 +26,104 @@ from securechat.peer.keys import MAX_NAME_CHARS, check_outgoing
 from securechat.peer.link import DEFAULT_SERVER, InviteLink, LinkError, new_link, parse_link
 from securechat.peer.session import NotConnected, Session, open_session
 from securechat.peer.state import Identity, load_identity
+from securechat.peer.terminal import Screen, screen
 from securechat.protocol import ClientId, parse_client_id
 
 COMMANDS: Final = frozenset({"new", "chat", "send", "tail"})
-SEND_SECONDS: Final = 30.0  # ``send`` gives up if the echo has not come by then
+SEND_SECONDS: Final = 10.0  # ``send --timeout``'s default: a script waits no longer
+MAX_SEND_SECONDS: Final = 3600.0  # ``--timeout``: an hour is already a stuck job
 FLUSH_SECONDS: Final = 10.0  # ``chat`` waits this long for echoes when stdin ends
 INTERRUPTED: Final = 130  # the shell's status for a process ended by SIGINT
-CHAT_HELP: Final = "commands: /clear (clear the room's history), /who, /quit"
+CHAT_HELP: Final = "commands: /help, /who, /clear, /quit"
+CHAT_COMMANDS: Final = (
+    "/help   this list",
+    "/who    who is in the room now",
+    "/clear  clear the room's history, for everyone (asks first)",
+    "/quit   leave (or end the input: Ctrl-D)",
+)
+CONFIRM_CLEAR: Final = "* clear the room's history for everyone? type y to confirm"
 SECURING: Final = "securing the room…"  # a new room on a busy server: a proof of work
+
+
+class _AnyOrder(argparse.ArgumentParser):
+    """A parser that takes options before, between or after the positionals.
+
+    ``send LINK --name Bot "text"`` is how people type it; plain argparse binds
+    every positional at its first run of them and rejects the later ``"text"``.
+    """
+
+    _inner = False  # parse_known_intermixed_args calls parse_known_args itself
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if self._inner:
+            return super().parse_known_args(args, namespace)
+        self._inner = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inner = False
+
+
+def _add(
+    commands: "argparse._SubParsersAction[argparse.ArgumentParser]",
+    name: str,
+    *,
+    help: str,
+    description: str,
+) -> argparse.ArgumentParser:
+    parser = commands.add_parser(name, help=help, description=description)
+    parser.__class__ = _AnyOrder  # the subcommands share the top parser's class otherwise
+    return parser
 
 
 def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Add the client subcommands to the ``securechat`` parser."""
-    new = commands.add_parser(
+    new = _add(
+        commands,
         "new",
         help="create a room and print its invite link",
         description="Create a room: print an invite link whose secret is made here and "
         "never sent anywhere. The room exists once someone joins it.",
     )
-    new.add_argument("--server", default=DEFAULT_SERVER, help=f"default: {DEFAULT_SERVER}")
+    new.add_argument("--server", default=None, help=f"default: {DEFAULT_SERVER}")
 
-    chat = commands.add_parser(
+    chat = _add(
+        commands,
         "chat",
         help="join a room and chat in the terminal",
         description=f"Join the room of LINK. Type a line to send it; {CHAT_HELP}.",
     )
     _room_arguments(chat, with_name=True)
 
-    send = commands.add_parser(
+    send = _add(
+        commands,
         "send",
         help="send one message and exit once the server has it",
         description="Send TEXT (or standard input, when TEXT is '-' or absent) to the "
         "room of LINK; exit 0 once the server has echoed it.",
     )
     _room_arguments(send, with_name=True)
+    _as_chat(send)
     send.add_argument("text", nargs="?", default="-", metavar="TEXT")
+    send.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=SEND_SECONDS,
+        help="seconds to keep trying (connecting, reconnecting) before giving up "
+        f"(default: {SEND_SECONDS:.0f})",
+    )
 
-    tail = commands.add_parser(
+    tail = _add(
+        commands,
         "tail",
         help="print messages as JSON lines",
         description="Print the history, then each message as it arrives, as one JSON object "
         'a line: {"id", "from", "sentAt", "name", "text"}.',
     )
     _room_arguments(tail, with_name=False)
+    _as_chat(tail)
 
 
 def _room_arguments(parser: argparse.ArgumentParser, *, with_name: bool) -> None:
@@ -89,11 +144,30 @@ def _room_arguments(parser: argparse.ArgumentParser, *, with_name: bool) -> None
         )
 
 
+def _as_chat(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--as-chat",
+        action="store_true",
+        help="use the identity (clientId and name) of 'chat' in this room instead of "
+        "this command's own",
+    )
+
+
 def _client_id(text: str) -> ClientId:
     client_id = parse_client_id(text)
     if client_id is None:
         raise argparse.ArgumentTypeError("4 to 16 of a-z, 0-9, '_' and '-'")
     return client_id
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= MAX_SEND_SECONDS:
+        raise argparse.ArgumentTypeError(f"more than 0, at most {MAX_SEND_SECONDS:.0f} seconds")
+    return seconds
 
 
 def _name(text: str) -> str:
@@ -121,11 +195,14 @@ def run(args: argparse.Namespace) -> None:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "new":
-        print(new_link(args.server), flush=True)
+        if args.server is None:
+            _note(f"no --server given: the link is for {DEFAULT_SERVER}")
+        print(new_link(args.server or DEFAULT_SERVER), flush=True)
         return 0
     link = parse_link(args.link)
+    role = "chat" if getattr(args, "as_chat", False) else args.command
     identity, warning = load_identity(
-        link.room_id, client_id=args.client_id, name=getattr(args, "name", None)
+        link.room_id, client_id=args.client_id, name=getattr(args, "name", None), role=role
     )
     if warning:
         print(f"securechat: warning: {warning}", file=sys.stderr, flush=True)
@@ -135,7 +212,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         case "send":
             text = (sys.stdin.read() if args.text == "-" else args.text).rstrip("\n")
             check_outgoing(text, identity.name)  # before connecting: a usage error
-            return _run(functools.partial(_send, link, identity, text))
+            return _run(functools.partial(_send, link, identity, text, args.timeout))
         case _:
             return _run(functools.partial(_tail, link, identity))
 
@@ -175,7 +252,13 @@ def _say(text: str) -> None:
 
 
 async def _chat(link: InviteLink, identity: Identity) -> int:
-    _say(f"* joining room {link.room_id} as {identity.client_id}; {CHAT_HELP}")
+    with screen() as terminal:
+        return await _chat_on(terminal, link, identity)
+
+
+async def _chat_on(terminal: Screen, link: InviteLink, identity: Identity) -> int:
+    terminal.say(f"* joining room {link.room_id} as {identity.client_id}; {CHAT_HELP}")
+    people = People(identity.client_id, identity.name)
     status = 0
     async with (
         open_session(link, identity.client_id, name=identity.name) as (session, events),
@@ -190,13 +273,14 @@ async def _chat(link: InviteLink, identity: Identity) -> int:
                     break
                 if isinstance(event, Challenged):
                     _note(SECURING)
-                text = line(event, session.client_id)
+                people.learn(event)
+                text = line(event, session.client_id, people)
                 if text is not None:
-                    _say(text)
+                    terminal.say(text)
             nursery.cancel_scope.cancel()
 
         async def type_lines() -> None:
-            await _read_lines(session)
+            await _read_lines(session, people, terminal)
             nursery.cancel_scope.cancel()
 
         nursery.start_soon(show)
@@ -204,57 +288,79 @@ async def _chat(link: InviteLink, identity: Identity) -> int:
     return status
 
 
-async def _read_lines(session: Session) -> None:
+async def _read_lines(session: Session, people: People, terminal: Screen) -> None:
     """Send each line of stdin until ``/quit`` or its end, then wait for the echoes."""
+    confirming = False  # the line after ``/clear`` is its answer
     while True:
         # A thread, not an FdStream: making stdin non-blocking would change it for
         # every process sharing the terminal. Abandoned on cancellation.
-        typed = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+        typed = await trio.to_thread.run_sync(terminal.read_line, abandon_on_cancel=True)
         if not typed:
             break
         command = typed.strip()
-        if command == "/quit":
-            return
-        if command == "/clear":
+        if confirming:
+            confirming = False
+            if command.lower() not in ("y", "yes"):
+                terminal.say("* the history was kept")
+                continue
             try:
                 await session.clear_history()
             except NotConnected as exc:
-                _say(f"! {exc}")
+                terminal.say(f"! {exc}")
+        elif command == "/quit":
+            return
+        elif command == "/clear":
+            confirming = True
+            terminal.say(CONFIRM_CLEAR)
+        elif command == "/help":
+            for entry in CHAT_COMMANDS:
+                terminal.say(f"* {entry}")
         elif command == "/who":
-            _say(f"* here: {names(session.conversation.participants) or 'nobody'}")
+            terminal.say(f"* here: {people.labels(session.conversation.participants) or 'nobody'}")
         elif command.startswith("/") and " " not in command:
-            _say(f"! unknown command {command}; {CHAT_HELP}")
+            terminal.say(f"! unknown command {command}; {CHAT_HELP}")
         elif command:
             try:
                 await session.send_text(typed.rstrip("\n"))
             except ValueError as exc:
-                _say(f"! {exc}")
+                terminal.say(f"! {exc}")
     # At the end of a pipe, stay until connected (so a refusal is reported and the
     # history shown) and until the server has everything that was typed.
     with trio.move_on_after(FLUSH_SECONDS) as waiting:
         await session.connected.wait()
         await session.wait_all_echoed()
     if waiting.cancelled_caught:
-        _say(f"! {session.conversation.pending} message(s) may not have been delivered")
+        terminal.say(f"! {session.conversation.pending} message(s) may not have been delivered")
 
 
-async def _send(link: InviteLink, identity: Identity, text: str) -> int:
-    async with open_session(link, identity.client_id, name=identity.name) as (session, events):
-        mid = await session.send_text(text)
-        with trio.move_on_after(SEND_SECONDS):
+async def _send(link: InviteLink, identity: Identity, text: str, give_up_after: float) -> int:
+    """Send ``text``; give up after ``give_up_after`` seconds with one line saying why.
+
+    A lost connection is retried quietly meanwhile: a script's log gets one line,
+    not one a retry.
+    """
+    last = "no answer"
+    with trio.move_on_after(give_up_after):
+        async with open_session(link, identity.client_id, name=identity.name) as (
+            session,
+            events,
+        ):
+            mid = await session.send_text(text)
             async for event in events:
                 match event:
                     case ChatMessage(own=True) if event.mid == mid:
                         return 0
                     case Stopped(reason=reason):
                         return _fail(reason)
-                    case ServerError() | Disconnected():
+                    case ServerError():
                         _note(line(event, session.client_id))
+                    case Disconnected(reason=reason):
+                        last = clean(reason)
                     case Challenged():
                         _note(SECURING)
                     case _:
                         pass
-    return _fail(f"the server did not confirm the message within {SEND_SECONDS:.0f} s")
+    return _fail(f"the message was not delivered within {give_up_after:g} s ({last})")
 
 
 async def _tail(link: InviteLink, identity: Identity) -> int:

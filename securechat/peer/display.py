@@ -10,8 +10,9 @@ escape sequences that rewrite the screen, retitle the window or hide text
 import json
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
-from typing import Final
+from typing import Final, final
 
 from securechat.peer.events import (
     Challenged,
@@ -29,6 +30,7 @@ from securechat.peer.keys import MAX_NAME_CHARS
 # C0 and C1 controls but newline and tab, DEL, and the bidi embeddings and isolates.
 _UNSAFE: Final = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 UNREADABLE_TEXT: Final = "[a message that could not be decrypted]"
+MAX_KNOWN_NAMES: Final = 1_000  # names remembered by clientId: far past a room's participants
 
 
 def clean(text: str) -> str:
@@ -55,13 +57,47 @@ def who(sender: str, name: str | None, own: bool = False) -> str:
     return f"{label} (you)" if own else label
 
 
+@final
+class People:
+    """Who is who in one room, for lines about them: ``Alice (a1b2c3) (you)``.
+
+    A name is learnt from the last message each clientId sent (it is what that
+    peer calls itself; a peer cannot sign as another clientId, the additional data
+    binds the sender). Ours is the one we were given.
+    """
+
+    def __init__(self, me: str, name: str | None = None) -> None:
+        self.me: Final = me
+        self._names: OrderedDict[str, str] = OrderedDict()
+        if name:
+            self._names[me] = name
+
+    def learn(self, event: Event) -> None:
+        if isinstance(event, ChatMessage) and event.name and event.sender != self.me:
+            self._names[event.sender] = event.name
+            self._names.move_to_end(event.sender)
+            if len(self._names) > MAX_KNOWN_NAMES:
+                self._names.popitem(last=False)
+
+    def label(self, client_id: str) -> str:
+        return who(client_id, self._names.get(client_id), client_id == self.me)
+
+    def labels(self, client_ids: Iterable[str]) -> str:
+        """Cleaned, named and marked: the server supplies the ids."""
+        return ", ".join(self.label(client_id) for client_id in client_ids)
+
+
 def names(client_ids: Iterable[str]) -> str:
     """Client ids for a line, cleaned: the server supplies them."""
     return ", ".join(clean(client_id) for client_id in client_ids)
 
 
-def line(event: Event, me: str) -> str | None:
-    """The chat line for ``event``, or None for events the chat does not show."""
+def line(event: Event, me: str, people: People | None = None) -> str | None:
+    """The chat line for ``event``, or None for events the chat does not show.
+
+    With ``people``, clientIds in presence and clear lines carry their names.
+    """
+    people = people or People(me)
     match event:
         case ChatMessage():
             body = clean(event.text).replace("\n", "\n    ")
@@ -70,14 +106,14 @@ def line(event: Event, me: str) -> str | None:
             return f"[{when(event.sent_at)}] {clean(event.sender)}: {UNREADABLE_TEXT}"
         case Presence(event="connected", participants=participants):
             others = [p for p in participants if p != me]
-            here = names(others) if others else "nobody else yet"
+            here = people.labels(others) if others else "nobody else yet"
             return f"* connected as {me}; here: {here}"
         case Presence(event="joined", client_id=client_id):
-            return f"* {clean(client_id)} joined"
+            return f"* {people.label(client_id)} joined"
         case Presence(event="left", client_id=client_id):
-            return f"* {clean(client_id)} left"
+            return f"* {people.label(client_id)} left"
         case Cleared(by=by):
-            return f"* the history was cleared by {clean(by)}"
+            return f"* the history was cleared by {people.label(by)}"
         case ServerError(code=code, message=message):
             return f"! the server dropped a frame: {clean(message)} ({clean(code)})"
         case Disconnected(reason=reason, retry_in=retry_in):

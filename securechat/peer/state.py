@@ -1,10 +1,12 @@
 """Per-room identity on disk, so that one terminal keeps its clientId in a room.
 
-One small JSON file per room, ``<state dir>/securechat/rooms/<roomId>.json``,
-holding ``{"roomId", "clientId", "name"}``. The state dir is ``$XDG_STATE_HOME``
-or ``~/.local/state``. The secret and the keys are never written: the file says
-which rooms this user has joined and under which id, nothing more, and it is
-created readable by its owner only.
+One small JSON file per room and command, ``<state dir>/securechat/rooms/<roomId>.json``
+for ``chat`` and ``<roomId>.send.json`` / ``<roomId>.tail.json`` for the scripted
+commands, holding ``{"roomId", "clientId", "name"}``: a bot's ``send --name CI``
+never renames the person chatting in that room, nor speaks as them. The state
+dir is ``$XDG_STATE_HOME`` or ``~/.local/state``. The secret and the keys are
+never written: the file says which rooms this user has joined and under which
+id, nothing more, and it is created readable by its owner only.
 """
 
 import os
@@ -55,9 +57,11 @@ def load_identity(
     *,
     client_id: ClientId | None = None,
     name: str | None = None,
+    role: str = "chat",
     directory: Path | None = None,
 ) -> tuple[Identity, str | None]:
-    """The identity for ``room_id``: the stored one, a new one, or the given overrides.
+    """The identity for ``room_id`` and ``role`` (the command: ``chat``, ``send``, ``tail``):
+    the stored one, a new one, or the given overrides.
 
     An explicit ``name`` is remembered for next time; an explicit ``client_id``
     is used for this run only and is not stored.
@@ -66,7 +70,8 @@ def load_identity(
     unwritable directory; the second item is then a one-line warning, and the
     identity lasts for this run only.
     """
-    path = (directory or state_dir()) / "rooms" / f"{room_id}.json"
+    suffix = "" if role == "chat" else f".{role}"
+    path = (directory or state_dir()) / "rooms" / f"{room_id}{suffix}.json"
     warning: str | None = None
     stored: Identity | None = None
     try:
