@@ -6,11 +6,11 @@
 
 import { bdi, cleanName } from "/bidi.js";
 import { MAX_NAME, MAX_TEXT, newMid, openMessage, sealMessage } from "/crypto.js";
-import { Follower } from "/follow.js";
 import { MAX_RENDERED, clampTime, errorText, insertionIndex } from "/guard.js";
 import { markPresence } from "/presence.js";
 import { RoomConnection } from "/protocol.js";
-import { closePopover, keepFocus, managePopovers } from "/popovers.js";
+import { closePopover } from "/popovers.js";
+import { buildRoomView } from "/room_view.js";
 import { forgetRoom, saveRoom } from "/store.js";
 import {
   TITLE,
@@ -73,116 +73,23 @@ export class Room {
 
   build() {
     setState("room");
-    this.statusText = h("span", { class: "status-text" }, "Connecting…");
-    this.statusDetail = h("span", { class: "status-detail" });
-    this.statusAction = h("span", { class: "status-action" });
-    this.statusLine = h(
-      "p",
-      { class: "status", "data-state": "connecting" },
-      h("span", { class: "status-dot", "aria-hidden": "true" }),
-      h("span", { role: "status" }, this.statusText),
-      " ",
-      this.statusDetail,
-      this.statusAction,
+    // The elements the Room updates: see buildRoomView for the list.
+    Object.assign(
+      this,
+      buildRoomView({
+        roomId: this.roomId,
+        canCopy: Boolean(this.record.secret),
+        actions: {
+          copyInvite: () => this.copyInvite(),
+          changeName: () => this.changeName(),
+          clearHistory: () => this.clearHistory(),
+          forget: () => this.forget(),
+          send: () => this.sendFromComposer(),
+          typed: () => this.updateCounter(),
+        },
+      }),
     );
-    this.peopleCount = h("span", { class: "count" }, "0");
-    this.peopleList = h("ul", { class: "people-list" });
-    this.people = h(
-      "details",
-      { class: "people" },
-      h(
-        "summary",
-        { "aria-label": "People in this room" },
-        h("span", { class: "people-icon", "aria-hidden": "true" }, "●"),
-        " ",
-        this.peopleCount,
-        h("span", { class: "wide-only" }, " here"),
-      ),
-      h("div", { class: "popover" }, h("h2", {}, "In this room now"), this.peopleList),
-    );
-    const copyItem = this.record.secret
-      ? h("button", { type: "button", class: "menu-item", onclick: () => this.copyInvite() }, "Copy invite link")
-      : null;
-    this.menu = h(
-      "details",
-      { class: "menu" },
-      h("summary", {}, "Menu"),
-      h(
-        "div",
-        { class: "popover menu-items" },
-        copyItem,
-        h("button", { type: "button", class: "menu-item", onclick: () => this.changeName() }, "Your name…"),
-        h("button", { type: "button", class: "menu-item", onclick: () => this.clearHistory() }, "Clear history…"),
-        h("button", { type: "button", class: "menu-item danger", onclick: () => this.forget() }, "Forget this room…"),
-        h("a", { class: "menu-item", href: "/new_chat" }, "New room"),
-      ),
-    );
-    managePopovers([this.people, this.menu]);
-    this.notice = h("p", { class: "notice", role: "status" });
-    this.notice.hidden = true;
-    this.list = h("ol", { class: "messages", "aria-label": "Messages" });
-    this.empty = h(
-      "li",
-      { class: "empty" },
-      "No messages yet. Everything you write here is encrypted in this page; the server only relays and briefly keeps the encrypted text.",
-    );
-    this.list.append(this.empty);
-    this.scroller = h("div", { class: "scroller", tabindex: "0", "aria-label": "Conversation" }, this.list);
-    this.follow = new Follower(this.scroller);
-    this.input = h("textarea", {
-      id: "composer-text",
-      rows: "1",
-      maxlength: MAX_TEXT,
-      placeholder: "Write a message",
-      "aria-describedby": "composer-help",
-      autocomplete: "off",
-      oninput: () => this.updateCounter(),
-      onkeydown: (event) => {
-        // Enter sends; Shift+Enter (and Enter while composing with an IME) is a new line.
-        if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
-          event.preventDefault();
-          this.sendFromComposer();
-        }
-      },
-    });
-    this.counter = h("span", { class: "counter" });
-    this.sendButton = h("button", { type: "button", class: "button primary send", onclick: () => this.sendFromComposer() }, "Send");
-    keepFocus(this.sendButton, this.input);
-    this.announcer = h("div", { class: "sr-only", "aria-live": "polite", "aria-atomic": "false" });
-    replace(
-      document.getElementById("app"),
-      h(
-        "div",
-        { class: "room" },
-        h(
-          "header",
-          { class: "room-header" },
-          h(
-            "div",
-            { class: "room-title" },
-            h("h1", {}, "Room ", h("span", { class: "cid room-id", title: `Room id ${this.roomId}` }, shortId(this.roomId))),
-            this.statusLine,
-          ),
-          this.people,
-          this.menu,
-        ),
-        this.notice,
-        h("div", { class: "scroll-area" }, this.scroller, this.follow.button),
-        h(
-          "div",
-          { class: "composer" },
-          h("label", { for: "composer-text", class: "sr-only" }, "Message"),
-          h("div", { class: "composer-row" }, this.input, this.sendButton),
-          h(
-            "p",
-            { id: "composer-help", class: "composer-help" },
-            h("span", {}, "Enter sends, Shift+Enter adds a line."),
-            this.counter,
-          ),
-        ),
-        this.announcer,
-      ),
-    );
+    replace(document.getElementById("app"), this.root);
     this.updateCounter();
     this.updateTitle();
     if (this.memoryOnly) {

@@ -1,0 +1,141 @@
+// The room page's elements: built once, then updated only by the Room (room.js).
+//
+// Every element is made with createElement and textContent (ui.js's h), so no
+// string ever becomes HTML under the page's Trusted Types policy of none.
+
+import { MAX_TEXT } from "/crypto.js";
+import { Follower } from "/follow.js";
+import { keepFocus, managePopovers } from "/popovers.js";
+import { h, shortId } from "/ui.js";
+
+/**
+ * Build the room page for `roomId`. `actions` are the Room's handlers: copyInvite,
+ * changeName, clearHistory, forget, send (the composer's Enter and Send) and typed
+ * (each input). Returns the page's root element and the elements the Room updates:
+ * statusLine, statusText, statusDetail, statusAction, people, peopleCount,
+ * peopleList, menu, notice, list, empty, scroller, follow, input, counter,
+ * sendButton and announcer.
+ */
+export function buildRoomView({ roomId, canCopy, actions }) {
+  const statusText = h("span", { class: "status-text" }, "Connecting…");
+  const statusDetail = h("span", { class: "status-detail" });
+  const statusAction = h("span", { class: "status-action" });
+  const statusLine = h(
+    "p",
+    { class: "status", "data-state": "connecting" },
+    h("span", { class: "status-dot", "aria-hidden": "true" }),
+    h("span", { role: "status" }, statusText),
+    " ",
+    statusDetail,
+    statusAction,
+  );
+  const peopleCount = h("span", { class: "count" }, "0");
+  const peopleList = h("ul", { class: "people-list" });
+  const people = h(
+    "details",
+    { class: "people" },
+    h(
+      "summary",
+      { "aria-label": "People in this room" },
+      h("span", { class: "people-icon", "aria-hidden": "true" }, "●"),
+      " ",
+      peopleCount,
+      h("span", { class: "wide-only" }, " here"),
+    ),
+    h("div", { class: "popover" }, h("h2", {}, "In this room now"), peopleList),
+  );
+  const item = (label, onclick, extra = "") =>
+    h("button", { type: "button", class: `menu-item${extra}`, onclick }, label);
+  const menu = h(
+    "details",
+    { class: "menu" },
+    h("summary", {}, "Menu"),
+    h(
+      "div",
+      { class: "popover menu-items" },
+      canCopy ? item("Copy invite link", actions.copyInvite) : null,
+      item("Your name…", actions.changeName),
+      item("Clear history…", actions.clearHistory),
+      item("Forget this room…", actions.forget, " danger"),
+      h("a", { class: "menu-item", href: "/new_chat" }, "New room"),
+    ),
+  );
+  managePopovers([people, menu]);
+  const notice = h("p", { class: "notice", role: "status" });
+  notice.hidden = true;
+  const list = h("ol", { class: "messages", "aria-label": "Messages" });
+  const empty = h(
+    "li",
+    { class: "empty" },
+    "No messages yet. Everything you write here is encrypted in this page; the server only relays and briefly keeps the encrypted text.",
+  );
+  list.append(empty);
+  const scroller = h("div", { class: "scroller", tabindex: "0", "aria-label": "Conversation" }, list);
+  const follow = new Follower(scroller);
+  const input = h("textarea", {
+    id: "composer-text",
+    rows: "1",
+    maxlength: MAX_TEXT,
+    placeholder: "Write a message",
+    "aria-describedby": "composer-help",
+    autocomplete: "off",
+    oninput: actions.typed,
+    onkeydown: (event) => {
+      // Enter sends; Shift+Enter (and Enter while composing with an IME) is a new line.
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        actions.send();
+      }
+    },
+  });
+  const counter = h("span", { class: "counter" });
+  const sendButton = h("button", { type: "button", class: "button primary send", onclick: actions.send }, "Send");
+  keepFocus(sendButton, input);
+  const announcer = h("div", { class: "sr-only", "aria-live": "polite", "aria-atomic": "false" });
+  const root = h(
+    "div",
+    { class: "room" },
+    h(
+      "header",
+      { class: "room-header" },
+      h(
+        "div",
+        { class: "room-title" },
+        h("h1", {}, "Room ", h("span", { class: "cid room-id", title: `Room id ${roomId}` }, shortId(roomId))),
+        statusLine,
+      ),
+      people,
+      menu,
+    ),
+    notice,
+    h("div", { class: "scroll-area" }, scroller, follow.button),
+    h(
+      "div",
+      { class: "composer" },
+      h("label", { for: "composer-text", class: "sr-only" }, "Message"),
+      h("div", { class: "composer-row" }, input, sendButton),
+      h("p", { id: "composer-help", class: "composer-help" }, h("span", {}, "Enter sends, Shift+Enter adds a line."), counter),
+    ),
+    announcer,
+  );
+  return {
+    root,
+    statusLine,
+    statusText,
+    statusDetail,
+    statusAction,
+    people,
+    peopleCount,
+    peopleList,
+    menu,
+    notice,
+    list,
+    empty,
+    scroller,
+    follow,
+    input,
+    counter,
+    sendButton,
+    announcer,
+  };
+}
