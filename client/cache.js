@@ -175,6 +175,8 @@ export class RoomCache {
   remember(entry) {
     if (!this.enabled || !Number.isSafeInteger(entry.id)) return;
     this.waiting.set(entry.id, plainOf(entry));
+    // A history far longer than the bound: only its newest entries would stay anyway.
+    if (this.waiting.size > MAX_CACHED) this.waiting.delete(this.waiting.keys().next().value);
     if (this.flushQueued) return;
     this.flushQueued = true;
     this.run(() => this.flush());
