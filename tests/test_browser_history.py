@@ -8,6 +8,8 @@ with a server that really never saw one frame. Every scenario ends with no CSP
 or Trusted Types violation and no console error.
 """
 
+import json
+import re
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -23,7 +25,7 @@ from hypercorn.typing import (
     ASGISendCallable,
     Scope,
 )
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, WebSocketRoute, expect
 
 from securechat.headers import SecurityHeaders
 from tests.browser import Session, require_chromium, run_in_browser
@@ -138,6 +140,31 @@ async def test_a_reload_keeps_what_was_seen_and_says_what_the_server_lost(
         wait_connected(session, bob, 2)
         expect(texts(bob)).to_have_text(sent[-10:])
         expect(bob.locator(".history-gap")).to_have_text(NOTICE)
+
+        # history.cap, where the server sends it: a history below the cap lost
+        # nothing to the cap (what is older was cleared), so no notice.
+        carol = session.new_page()
+        caps = [12]
+
+        def with_cap(ws: WebSocketRoute) -> None:
+            upstream = ws.connect_to_server()
+
+            def from_server(frame: str | bytes) -> None:
+                if isinstance(frame, str) and '"type":"history"' in frame:
+                    frame = json.dumps({**json.loads(frame), "cap": caps[-1]})
+                ws.send(frame)
+
+            upstream.on_message(from_server)
+
+        carol.route_web_socket(re.compile(r"/ws/"), with_cap)
+        carol.goto(link)
+        wait_connected(session, carol, 1)
+        expect(texts(carol)).to_have_text(sent[-10:])
+        expect(carol.locator(".history-gap")).to_have_count(0)
+        caps.append(10)
+        carol.reload()
+        wait_connected(session, carol, 2)
+        expect(carol.locator(".history-gap")).to_have_text(NOTICE)
 
         # A clear deletes every page's cache: a reload shows nothing.
         clear_history(bob)
