@@ -543,7 +543,7 @@ export class Room {
     this.input.focus();
   }
 
-  /** "Not delivered" → Delete: the page stops trying; receivers never saw it. */
+  /** "Not delivered" → Delete: the page stops trying (should a late echo still come, it shows as sent). */
   removePending(entry) {
     if (!entry.pending) return;
     this.deliveries.settled(entry);
