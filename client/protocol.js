@@ -14,6 +14,10 @@ const BACKOFF_BASE_MS = 500; // first retry after 0.25-0.5 s
 const BACKOFF_CAP_MS = 30_000; // never wait more than 30 s between tries
 const BUSY_RETRY_MS = 60_000; // the server has too many rooms: come back much later
 const STABLE_MS = 10_000; // a connection this old resets the backoff
+// A full room frees a place only when someone leaves: try again less eagerly than
+// after a network loss, so a crowd waiting outside does not knock 60 times a minute.
+const FULL_RETRY_BASE_MS = 5_000; // first retry after 2.5-5 s
+const FULL_RETRY_CAP_MS = 60_000; // then doubling, never more than a minute apart
 
 // What each close code means for the person, and whether to reconnect by itself.
 // Codes not listed (1006 network loss, 1005, ...) reconnect quietly.
@@ -30,12 +34,18 @@ export const CLOSE_CODES = {
     text: "The key in this link does not match this room. The link may be mistyped or incomplete: ask for it again.",
   },
   4408: { retry: true, text: "The server did not get this page's greeting in time." },
-  4409: { retry: false, text: "This room is full. Try again when someone has left." },
+  4409: { retry: true, full: true, text: "This room is full. This page will try again on its own…" },
   4410: { retry: true, text: "The connection was idle for too long." },
   4429: { retry: false, text: "Too many messages were sent too fast, so the server closed the connection. Wait a moment, then reconnect." },
   4503: { retry: true, slow: true, text: "The server is busy with too many rooms right now. This page will try again in a minute." },
   4507: { retry: true, slow: true, text: "The server's storage is full, so it cannot open new rooms right now. Rooms that exist still work. This page will try again in a minute." },
 };
+
+/** What a page says while its room is full; `count` is the last number of people it saw there. */
+export function roomFullText(count) {
+  const people = count ? ` (${count} ${count === 1 ? "person" : "people"})` : "";
+  return `This room is full${people}. This page will try again on its own…`;
+}
 
 /** Parse one server frame; null if it is not an envelope we know. */
 export function parseServer(data) {
@@ -51,7 +61,13 @@ export function parseServer(data) {
     case "message":
       return isMessage(envelope) ? envelope : null;
     case "history":
-      return Array.isArray(envelope.messages) ? { type: "history", messages: envelope.messages.filter(isMessage) } : null;
+      if (!Array.isArray(envelope.messages)) return null;
+      return {
+        type: "history",
+        messages: envelope.messages.filter(isMessage),
+        // The most messages the server keeps; undefined from a server that does not say.
+        cap: Number.isSafeInteger(envelope.cap) && envelope.cap >= 0 ? envelope.cap : undefined,
+      };
     case "system":
       return typeof envelope.event === "string" &&
         typeof envelope.clientId === "string" &&
@@ -111,6 +127,7 @@ export class RoomConnection {
     this.timer = null;
     this.stopped = false;
     this.halted = null; // {code, fatal} after a close that is explained, not retried
+    this.fullAttempt = 0; // retries of a full room (4409) since the last successful join
     this.openedAt = 0;
     this.onOnline = () => this.reconnectNow();
     window.addEventListener("online", this.onOnline);
@@ -185,6 +202,7 @@ export class RoomConnection {
         this.authenticated = true;
       }
       if (envelope.type === "system" && envelope.event === "connected") {
+        this.fullAttempt = 0;
         this.onStatus({ state: "open" });
       }
       this.onEnvelope(envelope);
@@ -202,7 +220,7 @@ export class RoomConnection {
         this.onStatus({ state: "stopped", code: event.code, text: info.text, fatal: Boolean(info.fatal) });
         return;
       }
-      this.scheduleRetry({ code: event.code, text: info ? info.text : "", slow: info && info.slow });
+      this.scheduleRetry({ code: event.code, text: info ? info.text : "", slow: info && info.slow, full: info && info.full });
     };
   }
 
@@ -217,12 +235,14 @@ export class RoomConnection {
     this.onStatus({ state: "connecting" });
   }
 
-  scheduleRetry({ code, text, slow }) {
+  scheduleRetry({ code, text, slow, full }) {
     // Exponential backoff with jitter: the delay is drawn from [d/2, d] so that
     // everyone cut off by one server restart does not come back in the same instant.
-    const ceiling = slow ? BUSY_RETRY_MS : Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** this.attempt);
+    let ceiling = slow ? BUSY_RETRY_MS : Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** this.attempt);
+    if (full) ceiling = Math.min(FULL_RETRY_CAP_MS, FULL_RETRY_BASE_MS * 2 ** this.fullAttempt);
     const delay = Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
-    this.attempt += 1;
+    if (full) this.fullAttempt += 1;
+    else this.attempt += 1;
     this.onStatus({ state: "waiting", code, text, retryAt: Date.now() + delay });
     this.timer = setTimeout(() => this.connect(), delay);
   }

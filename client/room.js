@@ -5,10 +5,13 @@
 // and our own messages are sealed strictly in order.
 
 import { bdi, cleanName } from "/bidi.js";
+import { RoomCache } from "/cache.js";
 import { MAX_NAME, MAX_TEXT, newMid, openMessage, sealMessage } from "/crypto.js";
 import { MAX_RENDERED, clampTime, errorText, insertionIndex } from "/guard.js";
+import { HistoryNotice, olderMissing } from "/history.js";
+import { Deliveries, drawDelivery } from "/pending.js";
 import { markPresence } from "/presence.js";
-import { RoomConnection } from "/protocol.js";
+import { RoomConnection, roomFullText } from "/protocol.js";
 import { closePopover } from "/popovers.js";
 import { buildRoomView } from "/room_view.js";
 import { forgetRoom, saveRoom } from "/store.js";
@@ -50,6 +53,14 @@ export class Room {
     this.status = { state: "connecting" };
     this.countdown = null;
     this.build();
+    // What this browser kept of the room shows first; the server's envelopes wait for it.
+    this.cache = new RoomCache(record, { enabled: !memoryOnly });
+    this.historyNotice = new HistoryNotice(this.list);
+    this.deliveries = new Deliveries({ onChange: (entry) => this.renderMark(entry) });
+    this.inbox = this.cache
+      .load()
+      .then((entries) => this.showCached(entries))
+      .catch(() => {});
     this.connection = new RoomConnection({
       roomId: this.roomId,
       clientId: this.clientId,
@@ -109,6 +120,7 @@ export class Room {
     this.statusLine.dataset.state = status.state;
     replace(this.statusAction);
     this.statusDetail.textContent = "";
+    if (status.state !== "open") this.deliveries.disconnected(this.entries);
     switch (status.state) {
       case "connecting":
         this.statusText.textContent = "Connecting…";
@@ -121,14 +133,16 @@ export class Room {
         this.statusText.textContent = "Connected, end-to-end encrypted";
         break;
       case "waiting": {
+        const full = status.code === 4409; // the room is full: it says so, and retries on its own
         this.statusText.textContent = status.text ? `Disconnected. ${status.text}` : "Disconnected.";
+        if (full) this.statusText.textContent = roomFullText(this.participants.length);
         const tick = () => {
           const seconds = Math.max(0, Math.ceil((status.retryAt - Date.now()) / 1000));
           this.statusDetail.textContent = `Trying again in ${seconds} s.`;
         };
         tick();
         this.countdown = setInterval(tick, 1000);
-        this.statusAction.append(this.actionButton("Reconnect now", () => this.connection.reconnectNow()));
+        this.statusAction.append(this.actionButton(full ? "Try now" : "Reconnect now", () => this.connection.reconnectNow()));
         break;
       }
       case "stopped":
@@ -185,7 +199,7 @@ export class Room {
   async handle(envelope) {
     switch (envelope.type) {
       case "history":
-        await this.handleHistory(envelope.messages);
+        await this.handleHistory(envelope.messages, envelope.cap);
         break;
       case "message":
         await this.handleMessage(envelope, true);
@@ -195,6 +209,7 @@ export class Room {
         break;
       case "history_cleared":
         this.removeConfirmed(() => true);
+        this.cache.clear();
         break;
       case "error":
         this.handleError(envelope);
@@ -202,13 +217,18 @@ export class Room {
     }
   }
 
-  async handleHistory(messages) {
+  async handleHistory(messages, cap) {
     const ordered = [...messages].sort((a, b) => a.id - b.id);
     // The history is what the server has now. What we show from its range but it
     // no longer has was cleared while we were away; an empty history means all was.
     const ids = new Set(ordered.map((m) => m.id));
-    const oldest = ordered.length ? ordered[0].id : -Infinity;
-    this.removeConfirmed((entry) => entry.id >= oldest && !ids.has(entry.id));
+    let from = ordered.length ? ordered[0].id : -Infinity;
+    // A server below its cap (`cap`, when it says) did not drop older messages for
+    // the cap: what this browser kept from before its oldest was cleared too. One
+    // that keeps nothing says nothing about a clear.
+    if (cap !== undefined && ordered.length < cap) from = -Infinity;
+    if (cap === 0) from = Infinity;
+    this.removeConfirmed((entry) => entry.id >= from && !ids.has(entry.id));
     // Each message on its own: one the page cannot show never hides the rest.
     let failed = 0;
     for (const message of ordered) {
@@ -219,6 +239,10 @@ export class Room {
       }
     }
     if (failed) this.notify(`${failed} message${failed === 1 ? "" : "s"} from the server could not be shown.`);
+    const shownIds = this.entries.filter((entry) => !entry.pending).map((entry) => entry.id);
+    const kept = cap ?? ordered.length; // a server without `cap` keeps at least what it sent
+    if (olderMissing(ordered, kept, shownIds)) this.historyNotice.show(kept);
+    else this.historyNotice.hide();
     this.follow.toEnd();
     this.flushPending();
   }
@@ -230,7 +254,9 @@ export class Room {
     const plain = await openMessage(this.record.key, this.roomId, envelope.from, envelope.iv, envelope.ciphertext);
     const mine = envelope.from === this.clientId;
     if (!plain) {
-      this.insert({ id: envelope.id, from: envelope.from, sentAt: envelope.sentAt, mine, unreadable: true }, live);
+      const unreadable = { id: envelope.id, from: envelope.from, sentAt: envelope.sentAt, mine, unreadable: true };
+      this.insert(unreadable, live);
+      this.cache.remember(unreadable);
       return;
     }
     if (plain.name) plain.name = cleanName(plain.name);
@@ -240,16 +266,19 @@ export class Room {
       if (known.pending && mine) {
         // Our own message came back: the server has it, and this is its place.
         known.pending = false;
+        this.deliveries.settled(known);
         known.id = envelope.id;
         known.sentAt = envelope.sentAt;
         this.entries.splice(this.entries.indexOf(known), 1);
         this.place(known);
         this.renderMark(known);
+        this.cache.remember(known);
       }
       return; // a mid shown once, whatever the server replays
     }
     const entry = { id: envelope.id, from: envelope.from, sentAt: envelope.sentAt, mine, ...plain };
     this.insert(entry, live);
+    this.cache.remember(entry);
     if (live && !mine) {
       this.announcer.textContent = `${this.displayName(envelope.from)}: ${plain.text}`;
       if (document.hidden) {
@@ -328,6 +357,7 @@ export class Room {
   removeConfirmed(predicate) {
     const removed = this.entries.filter((entry) => !entry.pending && predicate(entry));
     if (!removed.length) return;
+    this.cache.drop(removed.map((entry) => entry.id));
     for (const entry of removed) {
       entry.el.remove();
       this.entries.splice(this.entries.indexOf(entry), 1);
@@ -335,6 +365,7 @@ export class Room {
     }
     // System lines about a history that is gone are noise too.
     if (!this.entries.length) {
+      this.historyNotice.hide();
       for (const line of this.list.querySelectorAll(".system")) line.remove();
       this.list.append(this.empty);
     }
@@ -378,7 +409,12 @@ export class Room {
   renderMark(entry, el = entry.el) {
     if (!entry.markEl) return;
     el.classList.toggle("pending", Boolean(entry.pending));
-    entry.markEl.textContent = entry.pending ? "Sending…" : "Sent";
+    if (entry.pending) {
+      drawDelivery(entry, el, entry.markEl, { retry: () => this.retry(entry), remove: () => this.removePending(entry) });
+    } else {
+      delete el.dataset.delivery;
+      entry.markEl.textContent = "Sent";
+    }
     if (!entry.pending) {
       const time = el.querySelector("time");
       time.dateTime = new Date(entry.sentAt).toISOString();
@@ -461,6 +497,7 @@ export class Room {
       mid: newMid(),
       ts: Date.now(),
       name: this.record.name || null,
+      delivery: this.connection.isOpen ? "sending" : "queued",
     };
     this.insert(entry);
     this.input.value = "";
@@ -474,7 +511,9 @@ export class Room {
       .then(async () => {
         if (!entry.pending || !this.connection.isOpen) return;
         const sealed = await sealMessage(this.record.key, this.roomId, this.clientId, entry);
-        this.connection.send({ type: "message", iv: sealed.iv, ciphertext: sealed.ciphertext });
+        if (this.connection.send({ type: "message", iv: sealed.iv, ciphertext: sealed.ciphertext })) {
+          this.deliveries.sent(entry);
+        }
       })
       .catch((error) => this.notify(`The message could not be encrypted: ${error.message}`));
   }
@@ -483,6 +522,37 @@ export class Room {
   flushPending() {
     if (!this.connection || !this.connection.isOpen) return;
     for (const entry of this.entries) if (entry.pending) this.transmit(entry);
+  }
+
+  /** Cached messages (client/cache.js), shown before the server's history. */
+  showCached(entries) {
+    for (const cached of entries) {
+      if (this.seenIds.has(cached.id) || (cached.mid && this.byMid.has(cached.mid))) continue;
+      this.seenIds.add(cached.id);
+      if (cached.name) this.names.set(cached.from, cached.name);
+      this.insert({ ...cached, mine: cached.from === this.clientId }, false);
+    }
+    if (entries.length) this.follow.toEnd();
+  }
+
+  /** "Not delivered" → Retry: the same message again (same mid), on the open connection. */
+  retry(entry) {
+    entry.delivery = "queued";
+    this.renderMark(entry);
+    this.transmit(entry);
+    this.input.focus();
+  }
+
+  /** "Not delivered" → Delete: the page stops trying (should a late echo still come, it shows as sent). */
+  removePending(entry) {
+    if (!entry.pending) return;
+    this.deliveries.settled(entry);
+    entry.pending = false;
+    entry.el.remove();
+    this.entries.splice(this.entries.indexOf(entry), 1);
+    this.byMid.delete(entry.mid);
+    if (!this.entries.length) this.list.append(this.empty);
+    this.input.focus();
   }
 
   // ----- room actions --------------------------------------------------------------
@@ -533,6 +603,7 @@ export class Room {
     });
     if (!ok) return;
     this.connection.stop();
+    await this.cache.forget();
     await forgetRoom(this.roomId);
     document.title = TITLE;
     showProblem("Room forgotten", ["This browser no longer has the key for that room. To return, open the invite link again."], [newChatLink()]);

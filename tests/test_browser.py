@@ -419,7 +419,7 @@ async def test_wrong_secret_is_explained_and_not_retried(served: Served) -> None
 async def test_a_full_room_is_explained_and_reconnects_on_request(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
-    """Close code 4409: said in plain words; the Reconnect button tries again."""
+    """Close code 4409: said in plain words; the Try now button tries again at once."""
     require_chromium()
     server = await start_server(nursery, make_config(tmp_path / "data", max_participants=1))
 
@@ -427,14 +427,14 @@ async def test_a_full_room_is_explained_and_reconnects_on_request(
         alice, link = create_room(session)
         bob = session.new_page()
         bob.goto(link)
-        expect(bob.locator(".status")).to_have_attribute("data-state", "stopped")
+        expect(bob.locator(".status")).to_have_attribute("data-state", "waiting")
         expect(bob.locator(".status")).to_contain_text("This room is full")
         alice.close()
         log = session.log(bob)
 
         def try_again() -> bool:
             # The server may not have seen Alice leave yet: then it is full once more.
-            button = bob.get_by_role("button", name="Reconnect")
+            button = bob.get_by_role("button", name="Try now")
             if not log.connected and button.is_visible():
                 button.click()
             return log.connected == 1
