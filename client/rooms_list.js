@@ -21,7 +21,7 @@ async function roomItem(record, list, section) {
     "button",
     {
       type: "button",
-      class: "button danger small",
+      class: "button danger",
       "aria-label": `Forget ${label}`,
       onclick: async () => {
         const ok = await confirmDialog({
@@ -33,8 +33,9 @@ async function roomItem(record, list, section) {
         if (!ok) return;
         await forgetRoom(record.roomId);
         item.remove();
-        if (!list.children.length) section.hidden = true;
-        section.querySelector("h2").focus();
+        // The focus goes to the list's heading, or to the page's when the list is gone.
+        section.hidden = !list.children.length;
+        (section.hidden ? document.getElementById("new-title") : section.querySelector("h2"))?.focus();
       },
     },
     "Forget",

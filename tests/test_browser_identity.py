@@ -36,6 +36,11 @@ MAX_LISTED_ROOMS: Final = int(
         r"MAX_LISTED_ROOMS = (\d+)", (ROOT / "client" / "rooms_list.js").read_text("utf-8")
     ).group(1)  # type: ignore[union-attr]
 )
+ACTIVITY_SAVE_MS: Final = int(
+    re.search(
+        r"ACTIVITY_SAVE_MS = ([\d_]+)", (ROOT / "client" / "activity.js").read_text("utf-8")
+    ).group(1)  # type: ignore[union-attr]
+)
 FIRST_HERE: Final = "You are the first here. If you expected others, check that you opened the link"
 # Makes the page believe it has a system share sheet; what it shares is recorded.
 SHARE_STUB: Final = """
@@ -70,6 +75,17 @@ def draw_qr(page: Page, text: str) -> Locator:
         text,
     )
     return page.locator("#extra-qr")
+
+
+def last_activity(page: Page, room_id: str) -> object:
+    """The ``lastActivity`` of the room's stored record, as the page's store.js reads it."""
+    return page.evaluate(
+        """async (roomId) => {
+          const { loadRoom } = await import("/store.js");
+          return (await loadRoom(roomId))?.lastActivity ?? null;
+        }""",
+        room_id,
+    )
 
 
 def fingerprint_words(link: str) -> str:
@@ -222,6 +238,8 @@ async def test_your_rooms_are_listed_opened_and_forgotten(server: ServerHandle) 
         expect(items.first).to_contain_text("You are “Alice”")
         expect(items.first.locator("time")).to_have_count(1)
         first_id = parse_link(first_link).room_id
+        opened_at = last_activity(page, first_id)
+        assert isinstance(opened_at, int | float)
         expect(items.first.locator("a")).to_have_attribute("href", f"/room/{first_id}")
 
         second_link = page.locator("#invite-link").input_value()
@@ -242,6 +260,9 @@ async def test_your_rooms_are_listed_opened_and_forgotten(server: ServerHandle) 
         page.go_back()
         expect(items).to_have_count(2)
         expect(items.nth(0)).to_contain_text(first_words)  # opened last
+        reopened_at = last_activity(page, first_id)
+        assert isinstance(reopened_at, int | float)
+        assert reopened_at > opened_at
 
         # Forget asks first; Cancel keeps the room.
         forget = page.get_by_role("button", name=f"Forget {first_words}")
@@ -252,6 +273,7 @@ async def test_your_rooms_are_listed_opened_and_forgotten(server: ServerHandle) 
         page.get_by_role("dialog").get_by_role("button", name="Forget this room").click()
         expect(items).to_have_count(1)
         expect(items.first).to_contain_text(second_words)
+        expect(page.locator("#rooms-title")).to_be_focused()
         page.reload()
         expect(items).to_have_count(1)
         page.goto(f"/room/{first_id}")
@@ -285,5 +307,53 @@ async def test_your_rooms_are_listed_opened_and_forgotten(server: ServerHandle) 
         expect(items).to_have_count(MAX_LISTED_ROOMS)
         newest = f"many{MAX_LISTED_ROOMS + 4:03d}"
         expect(items.first.locator("a")).to_have_attribute("href", f"/room/{newest}")
+
+        # lastActivity is written when a room opens, then at most once a minute
+        # while messages arrive: the last one is written when the minute is up.
+        timed = session.new_page()
+        timed.clock.install()
+        timed.goto("/new_chat")
+        # IndexedDB reads, not timers, wait for the saves: the page's timers follow the clock.
+        opened = timed.evaluate(
+            """async () => {
+              const { ActivityClock } = await import("/activity.js");
+              const { loadRoom, saveRoom } = await import("/store.js");
+              await saveRoom({ roomId: "clock01", clientId: "clock0001", kept: "other field" });
+              const record = { roomId: "clock01", clientId: "clock0001" };
+              window.__activity = new ActivityClock(record);
+              window.__activity.touch();
+              for (let i = 0; i < 1000; i++) {
+                const stored = await loadRoom("clock01");
+                if (stored.lastActivity) return stored.lastActivity;
+              }
+              return null;
+            }"""
+        )
+        assert isinstance(opened, int)
+        timed.clock.run_for(1000)
+        noted, stored = timed.evaluate(
+            """async () => {
+              const { loadRoom } = await import("/store.js");
+              window.__activity.touch();
+              const stored = (await loadRoom("clock01")).lastActivity;
+              return [window.__activity.record.lastActivity, stored];
+            }"""
+        )
+        assert noted > opened
+        assert stored == opened  # not written again within the minute
+        timed.clock.run_for(ACTIVITY_SAVE_MS)
+        written = timed.evaluate(
+            """async (expected) => {
+              const { loadRoom } = await import("/store.js");
+              for (let i = 0; i < 1000; i++) {
+                const stored = await loadRoom("clock01");
+                if (stored.lastActivity === expected) return stored;
+              }
+              return null;
+            }""",
+            noted,
+        )
+        assert written is not None
+        assert written["kept"] == "other field"  # only lastActivity changed
 
     await run_in_browser(server.base, scenario)
