@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Final
 
-from securechat.peer.fingerprint import COLOURS, Fingerprint, room_fingerprint
+from securechat.peer.fingerprint import COLOURS, Fingerprint, link_fingerprint, room_fingerprint
 from securechat.peer.keys import hkdf
 from securechat.peer.link import new_link, parse_link
 from securechat.peer.words import WORDS
@@ -86,7 +86,7 @@ async def test_chat_shows_the_fingerprint_at_the_start(
     link = new_link(server.base)
     result = await run(env, "chat", str(link), stdin=b"/quit\n")
     assert result.returncode == 0, result
-    expected = f"* room fingerprint: {room_fingerprint(link.secret, link.room_id)};"
+    expected = f"* room fingerprint, to compare out loud: {link_fingerprint(link)}\n"
     assert expected in result.stdout.decode()
 
 

@@ -22,7 +22,7 @@ from securechat.peer.events import (
     Stopped,
     Unreadable,
 )
-from securechat.peer.fingerprint import room_fingerprint
+from securechat.peer.fingerprint import link_fingerprint
 from securechat.peer.keys import MAX_NAME_CHARS, check_outgoing
 from securechat.peer.link import DEFAULT_SERVER, InviteLink, LinkError, new_link, parse_link
 from securechat.peer.session import NotConnected, Session, open_session
@@ -126,15 +126,12 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     _room_arguments(tail, with_name=False)
     _as_chat(tail)
 
-    fingerprint = _add(
+    _add(
         commands,
         "fingerprint",
-        help="print the room's fingerprint words and colours",
-        description="Print the fingerprint of the room of LINK: four words and four colours, "
-        "the same in every browser and terminal with this link. Compare them out loud to "
-        "be sure you are in the same room. Nothing is sent anywhere.",
-    )
-    fingerprint.add_argument("link", metavar="LINK", help="the invite link, with its #secret")
+        help="print the room's fingerprint: the words and colours to compare out loud",
+        description="Print the words and colours that everyone with LINK sees for its room.",
+    ).add_argument("link", metavar="LINK", help="the invite link, with its #secret")
 
 
 def _room_arguments(parser: argparse.ArgumentParser, *, with_name: bool) -> None:
@@ -212,7 +209,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     link = parse_link(args.link)
     if args.command == "fingerprint":
-        print(room_fingerprint(link.secret, link.room_id), flush=True)
+        print(link_fingerprint(link), flush=True)
         return 0
     role = "chat" if getattr(args, "as_chat", False) else args.command
     identity, warning = load_identity(
@@ -272,8 +269,7 @@ async def _chat(link: InviteLink, identity: Identity) -> int:
 
 async def _chat_on(terminal: Screen, link: InviteLink, identity: Identity) -> int:
     terminal.say(f"* joining room {link.room_id} as {identity.client_id}; {CHAT_HELP}")
-    fingerprint = room_fingerprint(link.secret, link.room_id)
-    terminal.say(f"* room fingerprint: {fingerprint}; compare it out loud with the others")
+    terminal.say(f"* room fingerprint, to compare out loud: {link_fingerprint(link)}")
     people = People(identity.client_id, identity.name)
     status = 0
     async with (

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Final, final
 
 from securechat.peer.keys import hkdf
+from securechat.peer.link import InviteLink
 from securechat.peer.words import WORDS
 from securechat.protocol import RoomId
 
@@ -55,3 +56,8 @@ def room_fingerprint(secret: bytes, room_id: RoomId) -> Fingerprint:
     colour_bytes = digest[FINGERPRINT_WORDS : FINGERPRINT_WORDS + FINGERPRINT_COLOURS]
     colours = tuple(COLOURS[byte % len(COLOURS)] for byte in colour_bytes)
     return Fingerprint(words, colours)
+
+
+def link_fingerprint(link: InviteLink) -> Fingerprint:
+    """The fingerprint of the room an invite link opens."""
+    return room_fingerprint(link.secret, link.room_id)
