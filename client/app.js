@@ -6,9 +6,12 @@
 // Everything shown is built with createElement/textContent (see ui.js).
 
 import { b64urlDecode, cryptoAvailable, deriveRoomKeys, newClientId, newRoom } from "/crypto.js";
+import { inviteButtons, inviteField } from "/invite.js";
+import { qrFigure } from "/qr.js";
 import { Room } from "/room.js";
+import { roomsListSection } from "/rooms_list.js";
 import { loadRoom, saveRoom } from "/store.js";
-import { TITLE, copyText, h, inviteLink, newChatLink, replace, setState, showProblem } from "/ui.js";
+import { TITLE, h, inviteLink, newChatLink, replace, setState, showProblem } from "/ui.js";
 
 const ROOM_PATH = /^\/room\/([A-Za-z0-9_-]{1,64})$/;
 
@@ -19,29 +22,8 @@ function showNewChat() {
   document.title = `New chat · ${TITLE}`;
   const { roomId, secret } = newRoom();
   const link = inviteLink(roomId, secret);
-  const field = h("input", {
-    id: "invite-link",
-    class: "link-field",
-    type: "text",
-    readonly: true,
-    value: link,
-    spellcheck: "false",
-    "aria-describedby": "invite-help",
-    onfocus: (event) => event.target.select(),
-  });
+  const field = inviteField(link, "invite-link");
   const copied = h("p", { class: "hint", role: "status" });
-  const copyButton = h(
-    "button",
-    {
-      type: "button",
-      class: "button",
-      onclick: async () => {
-        const ok = await copyText(link, field);
-        copied.textContent = ok ? "Link copied." : "Press Ctrl+C (or ⌘C) to copy the selected link.";
-      },
-    },
-    "Copy link",
-  );
   const enterButton = h(
     "button",
     {
@@ -73,12 +55,14 @@ function showNewChat() {
       field,
       h(
         "p",
-        { id: "invite-help", class: "hint" },
+        { id: "invite-link-help", class: "hint" },
         "The part after # is the room's key. It was made in this page and never goes to the server.",
       ),
-      h("div", { class: "actions" }, copyButton, enterButton),
+      h("div", { class: "actions" }, inviteButtons(link, field, copied), enterButton),
       copied,
+      qrFigure(link),
     ),
+    roomsListSection(),
   );
   document.getElementById("app").querySelector("h1").focus();
 }

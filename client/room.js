@@ -4,12 +4,15 @@
 // Server envelopes are handled strictly in order (decryption is asynchronous),
 // and our own messages are sealed strictly in order.
 
+import { ActivityClock } from "/activity.js";
 import { bdi, cleanName } from "/bidi.js";
 import { RoomCache } from "/cache.js";
 import { MAX_NAME, MAX_TEXT, newMid, openMessage, sealMessage } from "/crypto.js";
+import { fillFingerprint } from "/fingerprint.js";
 import { MAX_RENDERED, clampTime, errorText, insertionIndex } from "/guard.js";
 import { HistoryNotice, olderMissing } from "/history.js";
 import { Deliveries, drawDelivery } from "/pending.js";
+import { showInviteDialog } from "/invite.js";
 import { markPresence } from "/presence.js";
 import { RoomConnection, roomFullText } from "/protocol.js";
 import { closePopover } from "/popovers.js";
@@ -92,6 +95,7 @@ export class Room {
         canCopy: Boolean(this.record.secret),
         actions: {
           copyInvite: () => this.copyInvite(),
+          showInvite: () => this.showInvite(),
           changeName: () => this.changeName(),
           clearHistory: () => this.clearHistory(),
           forget: () => this.forget(),
@@ -101,6 +105,9 @@ export class Room {
       }),
     );
     replace(document.getElementById("app"), this.root);
+    fillFingerprint(this.record, this.fingerprintCompact, this.fingerprintFull);
+    this.activity = new ActivityClock(this.record);
+    this.activity.touch(); // opened now: "Your rooms" on /new_chat lists it first
     this.updateCounter();
     this.updateTitle();
     if (this.memoryOnly) {
@@ -251,6 +258,7 @@ export class Room {
     const envelope = { ...received, sentAt: clampTime(received.sentAt) };
     if (this.seenIds.has(envelope.id)) return; // a replay of what we already show
     this.seenIds.add(envelope.id);
+    if (live) this.activity.touch();
     const plain = await openMessage(this.record.key, this.roomId, envelope.from, envelope.iv, envelope.ciphertext);
     const mine = envelope.from === this.clientId;
     if (!plain) {
@@ -445,6 +453,7 @@ export class Room {
 
   renderPeople() {
     this.peopleCount.textContent = String(this.participants.length);
+    this.firstHint.hidden = !this.participants.length || this.participants.some((id) => id !== this.clientId);
     markPresence(this.people, this.participants.length, this.status.state === "open");
     const items = this.participants.map((id) => {
       const me = id === this.clientId;
@@ -567,6 +576,11 @@ export class Room {
     this.notify(ok ? "Invite link copied. Share it only with people who should read this room." : "This browser did not allow copying the link.");
   }
 
+  showInvite() {
+    this.closeMenu();
+    showInviteDialog(inviteLink(this.roomId, this.record.secret));
+  }
+
   async changeName() {
     this.closeMenu();
     const name = await nameDialog(this.record.name, MAX_NAME);
@@ -604,6 +618,7 @@ export class Room {
     if (!ok) return;
     this.connection.stop();
     await this.cache.forget();
+    this.activity.stop();
     await forgetRoom(this.roomId);
     document.title = TITLE;
     showProblem("Room forgotten", ["This browser no longer has the key for that room. To return, open the invite link again."], [newChatLink()]);

@@ -10,11 +10,11 @@ import { h, shortId } from "/ui.js";
 
 /**
  * Build the room page for `roomId`. `actions` are the Room's handlers: copyInvite,
- * changeName, clearHistory, forget, send (the composer's Enter and Send) and typed
+ * showInvite, changeName, clearHistory, forget, send (the composer's Enter and Send) and typed
  * (each input). Returns the page's root element and the elements the Room updates:
  * statusLine, statusText, statusDetail, statusAction, people, peopleCount,
- * peopleList, menu, notice, list, empty, scroller, follow, input, counter,
- * sendButton and announcer.
+ * peopleList, menu, fingerprintCompact, fingerprintFull, firstHint, notice,
+ * list, empty, scroller, follow, input, counter, sendButton and announcer.
  */
 export function buildRoomView({ roomId, canCopy, actions }) {
   const statusText = h("span", { class: "status-text" }, "Connecting…");
@@ -29,6 +29,9 @@ export function buildRoomView({ roomId, canCopy, actions }) {
     statusDetail,
     statusAction,
   );
+  // Filled with the room fingerprint once it is derived (fingerprint.js).
+  const fingerprintCompact = h("p", { class: "fingerprint-slot" });
+  const fingerprintFull = h("div", { class: "fingerprint-slot" });
   const peopleCount = h("span", { class: "count" }, "0");
   const peopleList = h("ul", { class: "people-list" });
   const people = h(
@@ -42,7 +45,7 @@ export function buildRoomView({ roomId, canCopy, actions }) {
       peopleCount,
       h("span", { class: "wide-only" }, " here"),
     ),
-    h("div", { class: "popover" }, h("h2", {}, "In this room now"), peopleList),
+    h("div", { class: "popover" }, h("h2", {}, "In this room now"), peopleList, fingerprintFull),
   );
   const item = (label, onclick, extra = "") =>
     h("button", { type: "button", class: `menu-item${extra}`, onclick }, label);
@@ -54,6 +57,7 @@ export function buildRoomView({ roomId, canCopy, actions }) {
       "div",
       { class: "popover menu-items" },
       canCopy ? item("Copy invite link", actions.copyInvite) : null,
+      canCopy ? item("Show invite QR", actions.showInvite) : null,
       item("Your name…", actions.changeName),
       item("Clear history…", actions.clearHistory),
       item("Forget this room…", actions.forget, " danger"),
@@ -69,6 +73,14 @@ export function buildRoomView({ roomId, canCopy, actions }) {
     { class: "empty" },
     "No messages yet. Everything you write here is encrypted in this page; the server only relays and briefly keeps the encrypted text.",
   );
+  // Shown by the Room while nobody else is here, hidden by app.css once a message
+  // is listed: a mistyped link opens an empty new room that looks like any other.
+  const firstHint = h(
+    "p",
+    { class: "first-here" },
+    "You are the first here. If you expected others, check that you opened the link you were sent.",
+  );
+  firstHint.hidden = true;
   list.append(empty);
   const scroller = h("div", { class: "scroller", tabindex: "0", "aria-label": "Conversation" }, list);
   const follow = new Follower(scroller);
@@ -102,12 +114,14 @@ export function buildRoomView({ roomId, canCopy, actions }) {
         "div",
         { class: "room-title" },
         h("h1", {}, "Room ", h("span", { class: "cid room-id", title: `Room id ${roomId}` }, shortId(roomId))),
+        fingerprintCompact,
         statusLine,
       ),
       people,
       menu,
     ),
     notice,
+    firstHint,
     h("div", { class: "scroll-area" }, scroller, follow.button),
     h(
       "div",
@@ -128,6 +142,9 @@ export function buildRoomView({ roomId, canCopy, actions }) {
     peopleCount,
     peopleList,
     menu,
+    fingerprintCompact,
+    fingerprintFull,
+    firstHint,
     notice,
     list,
     empty,

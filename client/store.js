@@ -82,6 +82,21 @@ export async function loadRoom(roomId) {
 }
 
 /**
+ * Every record this browser knows: IndexedDB's and this tab's memory, in no
+ * particular order. For the "Your rooms" list (rooms_list.js).
+ */
+export async function listRooms() {
+  const byId = new Map();
+  try {
+    for (const record of await withStore("readonly", (store) => store.getAll())) byId.set(record.roomId, record);
+  } catch {
+    // No IndexedDB here: only what this tab holds in memory.
+  }
+  for (const [roomId, record] of memory) byId.set(roomId, record);
+  return [...byId.values()];
+}
+
+/**
  * Save a record. Returns true when it is in IndexedDB, false when the browser
  * refused and it is kept in this tab's memory only.
  */

@@ -1,4 +1,4 @@
-"""The client commands of ``securechat``: ``new``, ``chat``, ``send`` and ``tail``.
+"""The client commands of ``securechat``: ``new``, ``chat``, ``send``, ``tail`` and ``fingerprint``.
 
 Each prints a failure as one line on stderr (``securechat: error: ...``) and
 exits with status 1; 2 is a usage error, 130 an interrupt. No traceback.
@@ -22,6 +22,7 @@ from securechat.peer.events import (
     Stopped,
     Unreadable,
 )
+from securechat.peer.fingerprint import link_fingerprint
 from securechat.peer.keys import MAX_NAME_CHARS, check_outgoing
 from securechat.peer.link import DEFAULT_SERVER, InviteLink, LinkError, new_link, parse_link
 from securechat.peer.session import NotConnected, Session, open_session
@@ -29,7 +30,7 @@ from securechat.peer.state import Identity, load_identity
 from securechat.peer.terminal import Screen, screen
 from securechat.protocol import ClientId, parse_client_id
 
-COMMANDS: Final = frozenset({"new", "chat", "send", "tail"})
+COMMANDS: Final = frozenset({"new", "chat", "send", "tail", "fingerprint"})
 SEND_SECONDS: Final = 10.0  # ``send --timeout``'s default: a script waits no longer
 MAX_SEND_SECONDS: Final = 3600.0  # ``--timeout``: an hour is already a stuck job
 FLUSH_SECONDS: Final = 10.0  # ``chat`` waits this long for echoes when stdin ends
@@ -125,6 +126,13 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     _room_arguments(tail, with_name=False)
     _as_chat(tail)
 
+    _add(
+        commands,
+        "fingerprint",
+        help="print the room's fingerprint: the words and colours to compare out loud",
+        description="Print the words and colours that everyone with LINK sees for its room.",
+    ).add_argument("link", metavar="LINK", help="the invite link, with its #secret")
+
 
 def _room_arguments(parser: argparse.ArgumentParser, *, with_name: bool) -> None:
     parser.add_argument("link", metavar="LINK", help="the invite link, with its #secret")
@@ -200,6 +208,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(new_link(args.server or DEFAULT_SERVER), flush=True)
         return 0
     link = parse_link(args.link)
+    if args.command == "fingerprint":
+        print(link_fingerprint(link), flush=True)
+        return 0
     role = "chat" if getattr(args, "as_chat", False) else args.command
     identity, warning = load_identity(
         link.room_id, client_id=args.client_id, name=getattr(args, "name", None), role=role
@@ -258,6 +269,7 @@ async def _chat(link: InviteLink, identity: Identity) -> int:
 
 async def _chat_on(terminal: Screen, link: InviteLink, identity: Identity) -> int:
     terminal.say(f"* joining room {link.room_id} as {identity.client_id}; {CHAT_HELP}")
+    terminal.say(f"* room fingerprint, to compare out loud: {link_fingerprint(link)}")
     people = People(identity.client_id, identity.name)
     status = 0
     async with (
