@@ -10,7 +10,7 @@ import { h, shortId } from "/ui.js";
 
 /**
  * Build the room page for `roomId`. `actions` are the Room's handlers: copyInvite,
- * changeName, clearHistory, forget, send (the composer's Enter and Send) and typed
+ * changeName, notifications, clearHistory, forget, send (the composer's Enter and Send) and typed
  * (each input). Returns the page's root element and the elements the Room updates:
  * statusLine, statusText, statusDetail, statusAction, people, peopleCount,
  * peopleList, menu, notice, list, empty, scroller, follow, input, counter,
@@ -55,6 +55,7 @@ export function buildRoomView({ roomId, canCopy, actions }) {
       { class: "popover menu-items" },
       canCopy ? item("Copy invite link", actions.copyInvite) : null,
       item("Your name…", actions.changeName),
+      item("Notifications…", actions.notifications),
       item("Clear history…", actions.clearHistory),
       item("Forget this room…", actions.forget, " danger"),
       h("a", { class: "menu-item", href: "/new_chat" }, "New room"),
