@@ -110,7 +110,7 @@ export class Notifier {
     try {
       const notification = new Notification(`New message in ${this.roomLabel()}`, {
         body,
-        tag: "securechat-room", // a newer notification replaces the one before
+        tag: `securechat-${this.record.roomId.slice(0, 6)}`, // a newer one for this room replaces the one before
         icon: "/icon.svg",
       });
       notification.onclick = () => {

@@ -115,6 +115,7 @@ class Relay:
 def reader(session: Session, link: str, **options: Any) -> tuple[Page, Relay]:
     page = session.new_page(**options)
     relay = Relay(page)
+    page.clock.install()  # runs with real time until a test jumps it ahead
     page.goto(link)
     wait_connected(session, page, 1)
     return page, relay
@@ -122,6 +123,14 @@ def reader(session: Session, link: str, **options: Any) -> tuple[Page, Relay]:
 
 def message(page: Page, text: str) -> Any:
     return page.locator(".message", has=page.locator(".text", has_text=text))
+
+
+def below_view(page: Page) -> float:
+    """How many pixels of the list are below the visible part."""
+    distance: float = page.locator(".scroller").evaluate(
+        "s => s.scrollHeight - s.scrollTop - s.clientHeight"
+    )
+    return distance
 
 
 def set_hidden(page: Page, hidden: bool) -> None:
@@ -218,8 +227,11 @@ async def test_groups_dates_links_and_one_sent_mark(server: ServerHandle) -> Non
         expect(bob.locator(".day-divider")).to_have_text(["Today"])
         relay.release(10)
         expect(bob.locator(".mark:visible")).to_have_text(["Sent"])
-        # No anchor anywhere but the two http(s) ones, and none left after the clear.
         expect(bob.locator("a[href^='javascript'], a[href^='data']")).to_have_count(0)
+
+        # Past midnight, with the page left open, today becomes yesterday.
+        bob.clock.fast_forward(bob.evaluate("new Date().setHours(24, 0, 0, 0) - Date.now() + 2000"))
+        expect(bob.locator(".day-divider")).to_have_text(["Yesterday"])
 
     await run_in_browser(server.base, scenario, allow=(SOCKET_REFUSED,))
 
@@ -236,6 +248,10 @@ async def test_unread_divider_and_notifications_while_hidden_on_a_phone(
         bob.context.add_init_script(CAPTURE)
         bob.goto(link)
         wait_connected(session, bob, 1)
+        for n in range(12):  # enough to make the list scroll on a phone
+            say(alice, f"filler {n}")
+        expect(texts(bob)).to_have_count(12)
+        assert bob.locator(".scroller").evaluate("s => s.scrollHeight > s.clientHeight + 100")
 
         def notes() -> list[dict[str, str]]:
             shown: list[dict[str, str]] = bob.evaluate("window.__notes")
@@ -264,7 +280,7 @@ async def test_unread_divider_and_notifications_while_hidden_on_a_phone(
         other = bob.context.new_page()
         other.goto(bob.url)
         say(other, "from my other tab")
-        expect(texts(bob)).to_have_text(["from my other tab"])
+        expect(texts(bob).last).to_have_text("from my other tab")
         assert notes() == []
         other.close()
 
@@ -283,6 +299,7 @@ async def test_unread_divider_and_notifications_while_hidden_on_a_phone(
         divider = bob.locator(".unread-divider")
         expect(divider).to_have_count(1)
         assert divider.evaluate("d => d.nextElementSibling.textContent").endswith("the secret plan")
+        assert below_view(bob) < 2  # the divider came with the message: still followed
 
         # Back: the title resets; the divider stays until bob writes.
         set_hidden(bob, False)
