@@ -10,6 +10,7 @@ import { h } from "/ui.js";
 
 const UNREAD_SEEN_MS = 5000; // visible this long, the reader has seen where the new messages start
 const MIDNIGHT_SLACK_MS = 1000; // relabel just after midnight, not a moment before it
+const ABOVE_PX = 8; // room left above the unread divider when the list is brought back to it
 
 const longDate = new Intl.DateTimeFormat(undefined, { dateStyle: "full" });
 
@@ -107,7 +108,21 @@ export class Dividers {
   visibilityChanged() {
     clearTimeout(this.seenTimer);
     // Hidden again before the reader looked: the divider stays where it is.
-    if (!document.hidden && this.unreadFrom) this.seenTimer = setTimeout(() => this.seen(), UNREAD_SEEN_MS);
+    if (document.hidden || !this.unreadFrom) return;
+    this.showUnread();
+    this.seenTimer = setTimeout(() => this.seen(), UNREAD_SEEN_MS);
+  }
+
+  /**
+   * Back to the tab after more than a screen of new messages (the list followed
+   * them to the end): scroll up so the first of them is in view, not missed.
+   */
+  showUnread() {
+    const scroller = this.unreadLine.closest(".scroller");
+    if (!scroller) return;
+    const line = this.unreadLine.getBoundingClientRect();
+    const view = scroller.getBoundingClientRect();
+    if (line.top < view.top) scroller.scrollTop += line.top - view.top - ABOVE_PX;
   }
 
   /** "Today" becomes "Yesterday" at midnight, while the page stays open. */

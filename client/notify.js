@@ -40,6 +40,7 @@ export class Notifier {
     this.lastAt = -Infinity;
     this.shown = null; // the notification on screen, closed when the tab is visible again
     this.audio = null;
+    this.failed = false; // the browser refused to show one although permitted
     document.addEventListener("visibilitychange", () => {
       if (document.hidden) return;
       // The person is back: what they have seen needs no notification, and the
@@ -119,7 +120,10 @@ export class Notifier {
       };
       this.shown = notification;
     } catch {
-      // Some browsers allow notifications only from a service worker; the title still counts.
+      // Some browsers (Chrome on Android) show notifications only from a
+      // service worker, which this page has not: the title still counts, and
+      // the settings dialog says why nothing appeared.
+      this.failed = true;
     }
   }
 

@@ -9,6 +9,8 @@ const BLOCKED =
   "This browser blocks notifications from this site. To allow them, open the site's settings (the icon beside the address) and allow notifications, then turn this on again.";
 const DISMISSED = "The browser did not allow notifications. Turn this on again to be asked again.";
 const UNSUPPORTED = "This browser cannot show notifications from this page.";
+const FAILED =
+  "This browser did not show the last notification although it allows them: some browsers, on phones especially, show notifications only for installed apps. The title still counts new messages.";
 const MEMORY_ONLY = "These settings are kept in this tab only: this browser refused to store them.";
 
 function checkbox(id, label, hint, checked) {
@@ -53,6 +55,7 @@ export function notificationDialog(notifier, roomLabel) {
     };
     previews.input.disabled = !desktop.input.checked;
     if (permission === "denied") say(BLOCKED);
+    else if (notifier.failed && settings.desktop) say(FAILED);
     if (permission === "unsupported") {
       desktop.input.disabled = true;
       say(UNSUPPORTED);

@@ -249,7 +249,7 @@ async def test_unread_divider_and_notifications_while_hidden_on_a_phone(
         bob.goto(link)
         wait_connected(session, bob, 1)
         for n in range(12):  # enough to make the list scroll on a phone
-            say(alice, f"filler {n}")
+            say(alice, f"filler {n}\nand its second line")
         expect(texts(bob)).to_have_count(12)
         assert bob.locator(".scroller").evaluate("s => s.scrollHeight > s.clientHeight + 100")
 
@@ -320,14 +320,22 @@ async def test_unread_divider_and_notifications_while_hidden_on_a_phone(
         session.wait_until(bob, lambda: len(notes()) == 2, "a second notification")
         assert notes()[1]["body"].startswith("Alice (")
         assert notes()[1]["body"].endswith("): round two")
+        for n in range(6):  # more than a screen while away
+            say(alice, "\n".join(f"screenful {n}, line {k}" for k in range(6)))
+        expect(texts(bob).last).to_contain_text("screenful 5")
         expect(divider).to_have_count(1)
+        expect(divider).not_to_be_in_viewport()
+        shown = len(notes())
+        # Back: the list goes up to where the new messages start, then the divider goes.
         set_hidden(bob, False)
+        expect(divider).to_be_in_viewport()
+        expect(bob.get_by_role("button", name="New messages ↓")).to_be_hidden()
         expect(divider).to_have_count(0)
         # Visible: no notification, no divider.
         say(alice, "while looking")
         expect(texts(bob).last).to_have_text("while looking")
         expect(divider).to_have_count(0)
-        assert len(notes()) == 2
+        assert len(notes()) == shown
 
         # The settings are kept in the room record.
         bob.reload()
