@@ -180,6 +180,27 @@ async def test_groups_dates_links_and_one_sent_mark(server: ServerHandle) -> Non
             expect(anchors.nth(n)).to_have_attribute("target", "_blank")
             expect(anchors.nth(n)).to_have_attribute("rel", "noopener noreferrer")
 
+        # Where an address ends, and what is not one, straight from links.js.
+        split = bob.evaluate(
+            """async (samples) => {
+              const { linkify } = await import("/links.js");
+              return samples.map((text) =>
+                linkify(text).map((n) => (n.href ? ["a", n.textContent, n.href] : n.textContent)),
+              );
+            }""",
+            [
+                "(see https://en.wikipedia.org/wiki/Trio_(software)).",
+                "http:// ftp://x.test xhttps://x.test file:///etc/passwd",
+                "HTTP://X.TEST:80/a b",
+            ],
+        )
+        wiki = "https://en.wikipedia.org/wiki/Trio_(software)"
+        assert split == [
+            ["(see ", ["a", wiki, wiki], ")."],
+            ["http:// ftp://x.test xhttps://x.test file:///etc/passwd"],
+            [["a", "HTTP://X.TEST:80/a", "http://x.test/a"], " b"],
+        ]
+
         # Same sender, now: a group again; then bob's own message arrives late, by id.
         say(alice, "right now")  # id 5
         expect(message(bob, "right now")).to_have_class(re.compile(r"\bcontinued\b"))
@@ -295,6 +316,7 @@ async def test_unread_divider_and_notifications_while_hidden_on_a_phone(
         say(alice, "more of it")
         expect(texts(bob).last).to_have_text("more of it")
         assert "secret" not in json.dumps(notes())
+        assert "Alice" not in json.dumps(notes())
         # The divider stands above the first message that came while hidden.
         divider = bob.locator(".unread-divider")
         expect(divider).to_have_count(1)
