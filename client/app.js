@@ -71,6 +71,7 @@ async function makeRecord(roomId, secret, existing) {
   const { key, token } = await deriveRoomKeys(b64urlDecode(secret), roomId);
   const record = { roomId, key, token, secret, clientId: existing?.clientId || newClientId() };
   if (existing?.name) record.name = existing.name;
+  if (existing?.notifications) record.notifications = existing.notifications; // opening the link again keeps them
   return record;
 }
 

@@ -65,10 +65,14 @@ export function fullFingerprint(fingerprint) {
   );
 }
 
-/** Fill a room page's two fingerprint slots (header and people popover) for `record`. */
+/**
+ * Fill a room page's two fingerprint slots (header and people popover) for `record`.
+ * Returns the fingerprint, or null for a record without its secret (nothing shown).
+ */
 export async function fillFingerprint(record, compactSlot, fullSlot) {
   const fingerprint = await roomFingerprint(record.secret, record.roomId);
-  if (!fingerprint) return; // a record without its secret: no fingerprint to show
+  if (!fingerprint) return null;
   compactSlot.replaceChildren(compactFingerprint(fingerprint));
   fullSlot.replaceChildren(fullFingerprint(fingerprint));
+  return fingerprint;
 }

@@ -13,6 +13,10 @@ import { MAX_RENDERED, clampTime, errorText, insertionIndex } from "/guard.js";
 import { HistoryNotice, olderMissing } from "/history.js";
 import { Deliveries, drawDelivery } from "/pending.js";
 import { showInviteDialog } from "/invite.js";
+import { linkify } from "/links.js";
+import { ListLayout } from "/list_layout.js";
+import { Notifier } from "/notify.js";
+import { notificationDialog } from "/notify_settings.js";
 import { markPresence } from "/presence.js";
 import { RoomConnection, roomFullText } from "/protocol.js";
 import { closePopover } from "/popovers.js";
@@ -55,6 +59,8 @@ export class Room {
     this.outbox = Promise.resolve(); // our messages, sealed strictly in order
     this.status = { state: "connecting" };
     this.countdown = null;
+    this.layout = new ListLayout(() => this.entries); // dividers, groups, the "Sent" mark
+    this.alerts = new Notifier({ record, roomLabel: () => this.roomLabel() });
     this.build();
     // What this browser kept of the room shows first; the server's envelopes wait for it.
     this.cache = new RoomCache(record, { enabled: !memoryOnly });
@@ -99,13 +105,16 @@ export class Room {
           changeName: () => this.changeName(),
           clearHistory: () => this.clearHistory(),
           forget: () => this.forget(),
+          notifications: () => this.notificationSettings(),
           send: () => this.sendFromComposer(),
           typed: () => this.updateCounter(),
         },
       }),
     );
     replace(document.getElementById("app"), this.root);
-    fillFingerprint(this.record, this.fingerprintCompact, this.fingerprintFull);
+    fillFingerprint(this.record, this.fingerprintCompact, this.fingerprintFull).then((fingerprint) => {
+      this.fingerprint = fingerprint;
+    });
     this.activity = new ActivityClock(this.record);
     this.activity.touch(); // opened now: "Your rooms" on /new_chat lists it first
     this.updateCounter();
@@ -292,6 +301,7 @@ export class Room {
       if (document.hidden) {
         this.unread += 1;
         this.updateTitle();
+        this.alerts.arrived({ from: envelope.from, sender: this.displayName(envelope.from), text: plain.text, unread: this.unread });
       }
     }
   }
@@ -329,6 +339,7 @@ export class Room {
     // A full page keeps its newest messages: one older than all of them is not drawn.
     if (!entry.pending && this.entries.length >= MAX_RENDERED && insertionIndex(this.entries, entry.id) === 0) return;
     if (entry.mid) this.byMid.set(entry.mid, entry);
+    if (live) this.layout.arrived(entry);
     entry.el = this.renderMessage(entry);
     const change = () => {
       this.place(entry);
@@ -347,6 +358,7 @@ export class Room {
       const old = this.entries.shift();
       old.el.remove();
       if (old.mid) this.byMid.delete(old.mid);
+      this.layout.dropped([old], { all: false });
     }
   }
 
@@ -360,6 +372,7 @@ export class Room {
     // the next entry's element rather than at the very end.
     if (after) this.list.insertBefore(entry.el, after.el);
     else this.list.append(entry.el);
+    this.layout.placed(index);
   }
 
   removeConfirmed(predicate) {
@@ -371,6 +384,7 @@ export class Room {
       this.entries.splice(this.entries.indexOf(entry), 1);
       this.seenIds.delete(entry.id);
     }
+    this.layout.dropped(removed);
     // System lines about a history that is gone are noise too.
     if (!this.entries.length) {
       this.historyNotice.hide();
@@ -404,7 +418,7 @@ export class Room {
       );
     } else {
       el.dataset.mid = entry.mid;
-      el.append(meta, h("p", { class: "text", dir: "auto" }, entry.text));
+      el.append(meta, h("p", { class: "text", dir: "auto" }, linkify(entry.text)));
     }
     if (entry.mine) {
       entry.markEl = h("span", { class: "mark" });
@@ -429,6 +443,12 @@ export class Room {
       time.title = formatDateTime(entry.sentAt);
       time.textContent = formatTime(entry.sentAt);
     }
+    this.layout.marked(entry, el);
+  }
+
+  /** How notifications name this room: its fingerprint words, which everyone with the link sees. */
+  roomLabel() {
+    return this.fingerprint ? `“${this.fingerprint.text}”` : `Room ${shortId(this.roomId)}`;
   }
 
   displayName(clientId) {
@@ -446,6 +466,7 @@ export class Room {
         if (firstPending) this.list.insertBefore(line, firstPending.el);
         else this.list.append(line);
         this.empty.remove();
+        if (firstPending) this.layout.refresh(this.entries.indexOf(firstPending)); // the line ends its group
       },
       { quiet: true },
     );
@@ -591,6 +612,11 @@ export class Room {
     this.renderPeople();
     this.systemLine(name ? ["Your messages now show the name “", bdi(this.record.name), "”"] : "Your messages now show only your short id");
     if (!stored) this.notify("Your name is kept in this tab only: this browser refused to store it.");
+  }
+
+  async notificationSettings() {
+    this.closeMenu();
+    await notificationDialog(this.alerts, this.roomLabel());
   }
 
   async clearHistory() {

@@ -10,7 +10,8 @@ import { h, shortId } from "/ui.js";
 
 /**
  * Build the room page for `roomId`. `actions` are the Room's handlers: copyInvite,
- * showInvite, changeName, clearHistory, forget, send (the composer's Enter and Send) and typed
+ * showInvite, changeName, notifications, clearHistory, forget, send (the composer's Enter and
+ * Send) and typed
  * (each input). Returns the page's root element and the elements the Room updates:
  * statusLine, statusText, statusDetail, statusAction, people, peopleCount,
  * peopleList, menu, fingerprintCompact, fingerprintFull, firstHint, notice,
@@ -59,6 +60,7 @@ export function buildRoomView({ roomId, canCopy, actions }) {
       canCopy ? item("Copy invite link", actions.copyInvite) : null,
       canCopy ? item("Show invite QR", actions.showInvite) : null,
       item("Your name…", actions.changeName),
+      item("Notifications…", actions.notifications),
       item("Clear history…", actions.clearHistory),
       item("Forget this room…", actions.forget, " danger"),
       h("a", { class: "menu-item", href: "/new_chat" }, "New room"),
