@@ -131,6 +131,7 @@ def test_history_is_ordered_by_id_and_deduped_by_mid() -> None:
     two = Plaintext(text="two", mid="m2", ts=2, name="Alice")
     history = {
         "type": "history",
+        "cap": 10,
         "messages": [relayed(keys, ALICE, two, 2), relayed(keys, ALICE, one, 1)],
     }
     events = bob.receive(frame(history))

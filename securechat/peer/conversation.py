@@ -33,6 +33,7 @@ from securechat.protocol import (
     HistoryCleared,
     MessageOut,
     ServerMessage,
+    SignalOut,
     System,
     decode_server,
 )
@@ -155,6 +156,8 @@ class Conversation:
                 return [ServerError(code, message)]
             case Challenge(challenge=challenge, bits=bits):
                 return [_challenged(challenge, bits)]
+            case SignalOut():
+                return []
 
     def _message(self, envelope: MessageOut, from_history: bool) -> Event | None:
         if not self._seen.add(("id", envelope.id)):

@@ -30,6 +30,7 @@ from securechat.peer.keys import MAX_NAME_CHARS
 # C0 and C1 controls but newline and tab, DEL, and the bidi embeddings and isolates.
 _UNSAFE: Final = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 UNREADABLE_TEXT: Final = "[a message that could not be decrypted]"
+ALSO_CONNECTED: Final = "* your id is also connected elsewhere"
 MAX_KNOWN_NAMES: Final = 1_000  # names remembered by clientId: far past a room's participants
 
 
@@ -112,6 +113,8 @@ def line(event: Event, me: str, people: People | None = None) -> str | None:
             return f"* {people.label(client_id)} joined"
         case Presence(event="left", client_id=client_id):
             return f"* {people.label(client_id)} left"
+        case Presence(event="also_connected"):
+            return ALSO_CONNECTED
         case Cleared(by=by):
             return f"* the history was cleared by {people.label(by)}"
         case ServerError(code=code, message=message):

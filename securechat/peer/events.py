@@ -36,9 +36,13 @@ class Unreadable:
 @final
 @dataclass(frozen=True, slots=True)
 class Presence:
-    """Someone came or went; ``connected`` is us, after every (re)connect."""
+    """Someone came or went; ``connected`` is us, after every (re)connect.
 
-    event: Literal["connected", "joined", "left"]
+    ``also_connected``: another connection joined under our clientId (the same id
+    used in another terminal or browser tab); the participants are unchanged.
+    """
+
+    event: Literal["connected", "joined", "left", "also_connected"]
     client_id: ClientId
     participants: tuple[ClientId, ...]
 
