@@ -49,6 +49,19 @@ class Presence:
 
 @final
 @dataclass(frozen=True, slots=True)
+class Profile:
+    """``client_id`` said who it is in a signal: its display name, or None for none.
+
+    Signals are never stored, so this comes only live: when someone connects,
+    when we do, and when a name changes.
+    """
+
+    client_id: ClientId
+    name: str | None
+
+
+@final
+@dataclass(frozen=True, slots=True)
 class Cleared:
     """The room's history was cleared by ``by``."""
 
@@ -104,6 +117,7 @@ Event = (
     ChatMessage
     | Unreadable
     | Presence
+    | Profile
     | Cleared
     | ServerError
     | Challenged
