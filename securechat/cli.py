@@ -15,6 +15,7 @@ from securechat import __version__, limits
 from securechat import log as sclog
 from securechat.config import Config
 from securechat.origins import normalize_origin
+from securechat.peer import arguments as peer_arguments
 from securechat.peer import cli as peer_cli
 from securechat.server import serve, tune_garbage_collector
 from securechat.sources import parse_networks
@@ -177,7 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
         "sockets past the connection caps; env: SECURECHAT_H2C=1)",
     )
     # The subcommands share the parser class; the client registers its own.
-    peer_cli.add_commands(cast("argparse._SubParsersAction[argparse.ArgumentParser]", commands))
+    peer_arguments.add_commands(
+        cast("argparse._SubParsersAction[argparse.ArgumentParser]", commands)
+    )
     serve_parser.add_argument(
         "--ephemeral",
         action="store_true",
@@ -264,7 +267,7 @@ async def run_server(config: Config) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command in peer_cli.COMMANDS:
+    if args.command in peer_arguments.COMMANDS:
         peer_cli.run(args)
     if args.command == "serve":
         config = config_from_args(parser, args)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import trio
 
-from securechat.peer import cli
+from securechat.peer import arguments
 from securechat.peer.display import MAX_KNOWN_NAMES, People
 from securechat.peer.events import ChatMessage, Cleared, Event
 from securechat.peer.link import DEFAULT_SERVER, new_link, parse_link
@@ -167,7 +167,7 @@ async def test_send_to_a_dead_server_is_one_line_within_its_timeout(
     err = one_line_error(result)  # exactly one line, no retry chatter
     assert "not delivered within 1.5 s" in err
     assert 1.5 <= elapsed < STEP
-    assert cli.SEND_SECONDS == 10.0  # the default: a script does not hang for long
+    assert arguments.SEND_SECONDS == 10.0  # the default: a script does not hang for long
     bad = await run(env, "send", link, "--timeout", "0", "x")
     assert bad.returncode == 2
 
