@@ -36,11 +36,12 @@ export function buildRoomView({ roomId, canCopy, actions }) {
     { class: "people" },
     h(
       "summary",
-      { "aria-label": "People in this room" },
-      h("span", { class: "people-icon", "aria-hidden": "true" }, "●"),
+      { "aria-label": "0 here: people in this room" },
+      h("span", { class: "people-icon", "aria-hidden": "true" }), // a dot drawn by CSS: no text
       " ",
       peopleCount,
-      h("span", { class: "wide-only" }, " here"),
+      " ", // outside the span: axe reads each element's text trimmed, "2here"
+      h("span", { class: "wide-only" }, "here"),
     ),
     h("div", { class: "popover" }, h("h2", {}, "In this room now"), peopleList),
   );
