@@ -7,6 +7,7 @@
 
 import { b64urlDecode, cryptoAvailable, deriveRoomKeys, newClientId, newRoom } from "/crypto.js";
 import { Room } from "/room.js";
+import { PRIVACY_TITLE, privacyDialog } from "/privacy.js";
 import { loadRoom, saveRoom } from "/store.js";
 import { TITLE, copyText, h, inviteLink, newChatLink, replace, setState, showProblem } from "/ui.js";
 
@@ -74,8 +75,9 @@ function showNewChat() {
       h(
         "p",
         { id: "invite-help", class: "hint" },
-        "The part after # is the room's key. It was made in this page and never goes to the server.",
+        "The part after # is the room's key. It was made in this page and never goes to the server, but the browsers that open the link keep it in their history.",
       ),
+      h("button", { type: "button", class: "link-button privacy-link", onclick: privacyDialog }, PRIVACY_TITLE),
       h("div", { class: "actions" }, copyButton, enterButton),
       copied,
     ),

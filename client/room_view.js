@@ -5,7 +5,8 @@
 
 import { MAX_TEXT } from "/crypto.js";
 import { Follower } from "/follow.js";
-import { keepFocus, managePopovers } from "/popovers.js";
+import { closePopover, keepFocus, managePopovers } from "/popovers.js";
+import { PRIVACY_TITLE, privacyDialog } from "/privacy.js";
 import { h, shortId } from "/ui.js";
 
 /**
@@ -58,6 +59,10 @@ export function buildRoomView({ roomId, canCopy, actions }) {
       item("Your name…", actions.changeName),
       item("Clear history…", actions.clearHistory),
       item("Forget this room…", actions.forget, " danger"),
+      item(PRIVACY_TITLE, () => {
+        closePopover(menu);
+        privacyDialog();
+      }),
       h("a", { class: "menu-item", href: "/new_chat" }, "New room"),
     ),
   );

@@ -2,8 +2,9 @@
 
 One scenario per viewport walks a person through the states: /new_chat, the
 room connected with messages from both sides, the People and Menu popovers,
-each dialog, every full-page explanation, and last the room disconnected with a
-message waiting (the server is stopped). Each state is checked in the light and
+each dialog (name, clear, forget, the privacy note), every full-page
+explanation, and last the room disconnected with a message waiting (the server
+is stopped). Each state is checked in the light and
 the dark scheme (``emulate_media``) with tests/axe.py's ``assert_accessible``.
 """
 
@@ -36,13 +37,13 @@ def check(page: Page, state: str) -> None:
     page.emulate_media(color_scheme=None)
 
 
-def in_dialog(page: Page, open_it: Callable[[], None], state: str) -> None:
-    """Open a dialog, check it, and close it with Cancel."""
+def in_dialog(page: Page, open_it: Callable[[], None], state: str, close: str = "Cancel") -> None:
+    """Open a dialog, check it, and close it with its ``close`` button."""
     open_it()
     dialog = page.get_by_role("dialog")
     expect(dialog).to_be_visible()
     check(page, state)
-    dialog.get_by_role("button", name="Cancel").click()
+    dialog.get_by_role("button", name=close).click()
     expect(dialog).to_have_count(0)
 
 
@@ -90,6 +91,8 @@ async def test_every_state_has_no_serious_axe_violation(
         in_dialog(alice, from_menu(alice, "Your name…"), "the name dialog")
         in_dialog(alice, from_menu(alice, "Clear history…"), "the clear history question")
         in_dialog(alice, from_menu(alice, "Forget this room…"), "the forget question")
+        privacy = "How your privacy is protected"
+        in_dialog(alice, from_menu(alice, privacy), "the privacy note", close="Close")
 
         room_path = urlsplit(link).path
         problems = session.new_page(**viewport)
