@@ -9,6 +9,7 @@ import { b64urlDecode, cryptoAvailable, deriveRoomKeys, newClientId, newRoom } f
 import { inviteButtons, inviteField } from "/invite.js";
 import { qrFigure } from "/qr.js";
 import { Room } from "/room.js";
+import { PRIVACY_TITLE, privacyDialog } from "/privacy.js";
 import { roomsListSection } from "/rooms_list.js";
 import { loadRoom, saveRoom } from "/store.js";
 import { TITLE, h, inviteLink, newChatLink, replace, setState, showProblem } from "/ui.js";
@@ -56,8 +57,9 @@ function showNewChat() {
       h(
         "p",
         { id: "invite-link-help", class: "hint" },
-        "The part after # is the room's key. It was made in this page and never goes to the server.",
+        "The part after # is the room's key. It was made in this page and never goes to the server, but the browsers that open the link keep it in their history.",
       ),
+      h("button", { type: "button", class: "link-button privacy-link", onclick: privacyDialog }, PRIVACY_TITLE),
       h("div", { class: "actions" }, inviteButtons(link, field, copied), enterButton),
       copied,
       qrFigure(link),
@@ -69,10 +71,9 @@ function showNewChat() {
 
 async function makeRecord(roomId, secret, existing) {
   const { key, token } = await deriveRoomKeys(b64urlDecode(secret), roomId);
-  const record = { roomId, key, token, secret, clientId: existing?.clientId || newClientId() };
-  if (existing?.name) record.name = existing.name;
-  if (existing?.notifications) record.notifications = existing.notifications; // opening the link again keeps them
-  return record;
+  // Opening the link again keeps what this browser knew of the room (name, settings,
+  // the mids it sent); only the keys come from the link.
+  return { ...existing, roomId, key, token, secret, clientId: existing?.clientId || newClientId() };
 }
 
 // ----- /room/<roomId> --------------------------------------------------------------

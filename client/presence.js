@@ -3,8 +3,10 @@
 
 export function markPresence(people, count, connected) {
   people.dataset.stale = connected ? "false" : "true";
-  const who = `${count} ${count === 1 ? "person" : "people"} in this room`;
-  const label = connected ? who : `${who} when last connected (not connected now)`;
+  // The label starts with the visible text ("2 here"; "2" on a phone), so that
+  // a person who says what they see to their voice control hits this button.
+  const seen = connected ? "" : " when last connected (not connected now)";
+  const label = `${count} here${seen}: people in this room`;
   people.querySelector("summary").setAttribute("aria-label", label);
   people.querySelector("summary").title = connected ? "" : "Not connected: the last count seen";
 }

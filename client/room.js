@@ -647,7 +647,15 @@ export class Room {
     this.activity.stop();
     await forgetRoom(this.roomId);
     document.title = TITLE;
-    showProblem("Room forgotten", ["This browser no longer has the key for that room. To return, open the invite link again."], [newChatLink()]);
+    showProblem(
+      "Room forgotten",
+      [
+        "This browser no longer has the key for that room. To return, open the invite link again.",
+        // The page cannot reach the browser's global history (client/privacy.js).
+        "The invite link, key included, may still be in this browser's history: delete it there too.",
+      ],
+      [newChatLink()],
+    );
     setState("forgotten");
   }
 }

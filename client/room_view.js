@@ -5,7 +5,8 @@
 
 import { MAX_TEXT } from "/crypto.js";
 import { Follower } from "/follow.js";
-import { keepFocus, managePopovers } from "/popovers.js";
+import { closePopover, keepFocus, managePopovers } from "/popovers.js";
+import { PRIVACY_TITLE, privacyDialog } from "/privacy.js";
 import { h, shortId } from "/ui.js";
 
 /**
@@ -40,11 +41,12 @@ export function buildRoomView({ roomId, canCopy, actions }) {
     { class: "people" },
     h(
       "summary",
-      { "aria-label": "People in this room" },
-      h("span", { class: "people-icon", "aria-hidden": "true" }, "●"),
+      { "aria-label": "0 here: people in this room" },
+      h("span", { class: "people-icon", "aria-hidden": "true" }), // a dot drawn by CSS: no text
       " ",
       peopleCount,
-      h("span", { class: "wide-only" }, " here"),
+      " ", // outside the span: axe reads each element's text trimmed, "2here"
+      h("span", { class: "wide-only" }, "here"),
     ),
     h("div", { class: "popover" }, h("h2", {}, "In this room now"), peopleList, fingerprintFull),
   );
@@ -63,6 +65,10 @@ export function buildRoomView({ roomId, canCopy, actions }) {
       item("Notifications…", actions.notifications),
       item("Clear history…", actions.clearHistory),
       item("Forget this room…", actions.forget, " danger"),
+      item(PRIVACY_TITLE, () => {
+        closePopover(menu);
+        privacyDialog();
+      }),
       h("a", { class: "menu-item", href: "/new_chat" }, "New room"),
     ),
   );

@@ -96,14 +96,14 @@ async def test_presence_is_grey_and_marked_stale_unless_connected(server: Server
         summary = people.locator("summary")
         icon = alice.locator(".people-icon")
         expect(alice.locator(".people .count")).to_have_text("2")
-        expect(summary).to_have_attribute("aria-label", "2 people in this room")
+        expect(summary).to_have_attribute("aria-label", "2 here: people in this room")
         green = icon.evaluate("e => getComputedStyle(e).color")
 
         trio.from_thread.run(server.stop)
         expect(alice.locator(".status")).not_to_have_attribute("data-state", "open")
         expect(people).to_have_attribute("data-stale", "true")
         expect(summary).to_have_attribute(
-            "aria-label", "2 people in this room when last connected (not connected now)"
+            "aria-label", "2 here when last connected (not connected now): people in this room"
         )
         grey = icon.evaluate("e => getComputedStyle(e).color")
         assert grey != green
