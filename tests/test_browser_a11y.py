@@ -143,7 +143,8 @@ async def test_every_state_has_no_serious_axe_violation(
         assert box["width"] >= 24
         assert box["height"] >= (44 if viewport.get("has_touch") else 24)
         say(alice, "written while disconnected")
-        expect(alice.locator(".message.pending .mark")).to_have_text("Sending…")
+        # Written while disconnected: queued until the page is back (client/pending.js).
+        expect(alice.locator(".message.pending .mark")).to_have_text("Queued")
         check(alice, "the room, disconnected, a message waiting")
 
     await run_in_browser(server.base, scenario, allow=(SOCKET_REFUSED,))
