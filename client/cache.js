@@ -16,53 +16,17 @@
 // record lives in the tab's memory): then the messages must not outlive the tab.
 
 import { IV_BYTES, randomBytes } from "/crypto.js";
+import { openDatabase } from "/idb.js";
 
 export const MAX_CACHED = 500; // messages kept per room; the oldest go (a hostile server cannot fill the disk)
 const DB_NAME = "securechat_cache";
 const STORE = "messages";
-const OPEN_TIMEOUT_MS = 3000; // some browsers never answer open() in private mode
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
-let dbPromise = null;
 
 function openDb() {
-  if (!dbPromise) {
-    dbPromise = new Promise((resolve, reject) => {
-      if (!globalThis.indexedDB) {
-        reject(new Error("IndexedDB is not available"));
-        return;
-      }
-      const timer = setTimeout(() => reject(new Error("IndexedDB did not answer")), OPEN_TIMEOUT_MS);
-      let req;
-      try {
-        req = indexedDB.open(DB_NAME, 1);
-      } catch (error) {
-        clearTimeout(timer);
-        reject(error);
-        return;
-      }
-      req.onupgradeneeded = () => {
-        if (!req.result.objectStoreNames.contains(STORE)) {
-          req.result.createObjectStore(STORE, { keyPath: ["roomId", "id"] });
-        }
-      };
-      req.onsuccess = () => {
-        clearTimeout(timer);
-        resolve(req.result);
-      };
-      req.onerror = () => {
-        clearTimeout(timer);
-        reject(req.error || new Error("IndexedDB refused"));
-      };
-      req.onblocked = () => {
-        clearTimeout(timer);
-        reject(new Error("IndexedDB is blocked by another tab"));
-      };
-    });
-    dbPromise.catch(() => {}); // callers see the rejection; avoid an unhandled one
-  }
-  return dbPromise;
+  return openDatabase(DB_NAME, STORE, ["roomId", "id"]);
 }
 
 /** Every key of one room's records. */

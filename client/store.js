@@ -5,12 +5,12 @@
 // IndexedDB is the only storage the page uses. When the browser refuses it
 // (some private windows, Tor Browser), records live in memory for this tab only.
 
+import { openDatabase } from "/idb.js";
+
 const DB_NAME = "secure_chat_keys";
 const STORE = "room_keys";
-const OPEN_TIMEOUT_MS = 3000; // some browsers never answer open() in private mode
 
 const memory = new Map(); // roomId -> record, used when IndexedDB is unavailable
-let dbPromise = null;
 
 function request(req) {
   return new Promise((resolve, reject) => {
@@ -20,42 +20,7 @@ function request(req) {
 }
 
 function openDb() {
-  if (!dbPromise) {
-    dbPromise = new Promise((resolve, reject) => {
-      if (!globalThis.indexedDB) {
-        reject(new Error("IndexedDB is not available"));
-        return;
-      }
-      const timer = setTimeout(() => reject(new Error("IndexedDB did not answer")), OPEN_TIMEOUT_MS);
-      let req;
-      try {
-        req = indexedDB.open(DB_NAME, 1);
-      } catch (error) {
-        clearTimeout(timer);
-        reject(error);
-        return;
-      }
-      req.onupgradeneeded = () => {
-        if (!req.result.objectStoreNames.contains(STORE)) {
-          req.result.createObjectStore(STORE, { keyPath: "roomId" });
-        }
-      };
-      req.onsuccess = () => {
-        clearTimeout(timer);
-        resolve(req.result);
-      };
-      req.onerror = () => {
-        clearTimeout(timer);
-        reject(req.error || new Error("IndexedDB refused"));
-      };
-      req.onblocked = () => {
-        clearTimeout(timer);
-        reject(new Error("IndexedDB is blocked by another tab"));
-      };
-    });
-    dbPromise.catch(() => {}); // callers see the rejection; avoid an unhandled one
-  }
-  return dbPromise;
+  return openDatabase(DB_NAME, STORE, "roomId");
 }
 
 async function withStore(mode, action) {
