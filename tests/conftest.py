@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from tests.browser import require_chromium
 from tests.harness import ServerHandle, make_config, start_server
 
 
@@ -26,6 +27,12 @@ async def server(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[ServerH
     handle = await start_server(nursery, make_config(tmp_path / "data"))
     yield handle
     await handle.stop()
+
+
+@pytest.fixture
+def needs_chromium() -> None:
+    """For browser tests: Chromium must be there (tests/browser.py says how to get it)."""
+    require_chromium()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ or Trusted Types violation and no console error.
 import json
 import re
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -40,7 +40,8 @@ from tests.test_browser import (
     wait_connected,
 )
 
-pytestmark = pytest.mark.slow
+# ``server`` is conftest.py's; these tests need Chromium before it starts.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("needs_chromium")]
 
 NOTICE: Final = "Older messages are not kept on the server: it keeps the last 10."
 ECHO_TIMEOUT_MS: Final = 15_000  # client/pending.js
@@ -92,14 +93,6 @@ def forget(page: Page) -> None:
     page.locator("summary", has_text="Menu").click()
     page.get_by_role("button", name="Forget this room…").click()
     page.get_by_role("dialog").get_by_role("button", name="Forget this room").click()
-
-
-@pytest.fixture
-async def server(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[ServerHandle]:
-    require_chromium()
-    handle = await start_server(nursery, make_config(tmp_path / "data"))
-    yield handle
-    await handle.stop()
 
 
 async def test_a_reload_keeps_what_was_seen_and_says_what_the_server_lost(

@@ -7,16 +7,14 @@ scenario ends with no CSP or Trusted Types violation and no console error.
 import json
 import os
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Final
 
 import pytest
 import trio
 from playwright.sync_api import Page, WebSocketRoute, expect
 
-from tests.browser import Session, require_chromium, run_in_browser
-from tests.harness import ServerHandle, b64url, make_config, start_server
+from tests.browser import Session, run_in_browser
+from tests.harness import ServerHandle, b64url
 from tests.test_browser import (
     SOCKET_REFUSED,
     create_room,
@@ -27,17 +25,10 @@ from tests.test_browser import (
     wait_connected,
 )
 
-pytestmark = pytest.mark.slow
+# ``server`` is conftest.py's; these tests need Chromium before it starts.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("needs_chromium")]
 
 PHONE: Final = {"width": 390, "height": 640}  # a small phone, portrait
-
-
-@pytest.fixture
-async def server(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[ServerHandle]:
-    require_chromium()
-    handle = await start_server(nursery, make_config(tmp_path / "data"))
-    yield handle
-    await handle.stop()
 
 
 def below_view(page: Page) -> float:

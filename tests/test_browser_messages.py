@@ -11,19 +11,17 @@ console error.
 
 import json
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any, Final
 
 import pytest
-import trio
 from playwright.sync_api import Page, WebSocketRoute, expect
 
-from tests.browser import Session, require_chromium, run_in_browser
-from tests.harness import ServerHandle, make_config, start_server
+from tests.browser import Session, run_in_browser
+from tests.harness import ServerHandle
 from tests.test_browser import SOCKET_REFUSED, create_room, say, set_name, texts, wait_connected
 
-pytestmark = pytest.mark.slow
+# ``server`` is conftest.py's; these tests need Chromium before it starts.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("needs_chromium")]
 
 PHONE: Final = {"width": 390, "height": 844}
 DAY_MS: Final = 24 * 3600 * 1000
@@ -62,14 +60,6 @@ SET_HIDDEN: Final = """(hidden) => {
   });
   document.dispatchEvent(new Event("visibilitychange"));
 }"""
-
-
-@pytest.fixture
-async def server(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[ServerHandle]:
-    require_chromium()
-    handle = await start_server(nursery, make_config(tmp_path / "data"))
-    yield handle
-    await handle.stop()
 
 
 class Relay:
