@@ -38,6 +38,7 @@ pytestmark = pytest.mark.slow
 ROOT: Final = Path(__file__).resolve().parent.parent
 VECTORS: Final = json.loads((ROOT / "tests" / "vectors.json").read_text(encoding="utf-8"))
 SCREENSHOT: Final = ROOT / "docs" / "screenshot.png"
+PHONE_SCREENSHOT: Final = ROOT / "docs" / "screenshot-phone.png"
 # Chromium logs a refused WebSocket while the server is down; that is expected there.
 SOCKET_REFUSED: Final = r"^WebSocket connection to 'ws://127\.0\.0\.1:\d+/ws/[^']*' failed"
 
@@ -205,8 +206,9 @@ async def test_two_people_chat_and_the_secret_stays_in_the_page(
 ) -> None:
     """Scenarios 1, 2 and 8: a conversation both ways, names, and where the secret went.
 
-    The picture of the conversation goes to the test's tmp_path, and to
-    docs/screenshot.png when SECURECHAT_UPDATE_SCREENSHOT=1.
+    The pictures of the conversation (Alice's desktop, Bob's phone) go to the test's
+    tmp_path, and to docs/screenshot.png and docs/screenshot-phone.png when
+    SECURECHAT_UPDATE_SCREENSHOT=1.
     """
 
     def scenario(session: Session) -> tuple[str, list[str]]:
@@ -272,8 +274,14 @@ async def test_two_people_chat_and_the_secret_stays_in_the_page(
         screenshot = alice.screenshot()
         assert screenshot.startswith(b"\x89PNG")
         (tmp_path / "screenshot.png").write_bytes(screenshot)
+        # Bob's side on a phone, for the README.
+        bob.set_viewport_size({"width": 390, "height": 844})
+        expect(texts(bob).last).to_be_in_viewport()
+        phone = bob.screenshot()
+        (tmp_path / "screenshot-phone.png").write_bytes(phone)
         if os.environ.get("SECURECHAT_UPDATE_SCREENSHOT") == "1":
             SCREENSHOT.write_bytes(screenshot)
+            PHONE_SCREENSHOT.write_bytes(phone)
         return link, [json.dumps(records), json.dumps(headers), *frames]
 
     link, browser_side = await run_in_browser(served.server.base, scenario)
