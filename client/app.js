@@ -87,6 +87,10 @@ async function makeRecord(roomId, secret, existing) {
   const { key, token } = await deriveRoomKeys(b64urlDecode(secret), roomId);
   const record = { roomId, key, token, secret, clientId: existing?.clientId || newClientId() };
   if (existing?.name) record.name = existing.name;
+  // What this browser knows about itself in the room survives opening the link again.
+  if (existing?.sentMids) record.sentMids = existing.sentMids;
+  if (existing?.typing === false) record.typing = false;
+  if (!existing || existing.askName) record.askName = true; // first time in this browser: offer to choose a name
   return record;
 }
 

@@ -10,6 +10,8 @@ import { MAX_RENDERED, clampTime, errorText, insertionIndex } from "/guard.js";
 import { markPresence } from "/presence.js";
 import { RoomConnection } from "/protocol.js";
 import { closePopover } from "/popovers.js";
+import { ELSEWHERE } from "/people.js";
+import { RoomPeople } from "/room_people.js";
 import { buildRoomView } from "/room_view.js";
 import { forgetRoom, saveRoom } from "/store.js";
 import {
@@ -42,7 +44,8 @@ export class Room {
     this.entries = []; // shown messages: confirmed ones by id, then pending in send order
     this.byMid = new Map();
     this.seenIds = new Set();
-    this.names = new Map(); // clientId -> display name learned from their messages
+    this.persons = new RoomPeople(this); // names, presence lines, our own messages, typing
+    this.names = this.persons.roster.names; // clientId -> display name from messages and profiles
     this.participants = [];
     this.unread = 0;
     this.inbox = Promise.resolve(); // server envelopes, handled strictly in order
@@ -85,7 +88,10 @@ export class Room {
           clearHistory: () => this.clearHistory(),
           forget: () => this.forget(),
           send: () => this.sendFromComposer(),
-          typed: () => this.updateCounter(),
+          typed: () => {
+            this.updateCounter();
+            this.persons.typed();
+          },
         },
       }),
     );
@@ -99,6 +105,7 @@ export class Room {
       );
     }
     this.input.focus();
+    this.persons.attach();
   }
 
   // ----- connection state ----------------------------------------------------------
@@ -193,6 +200,9 @@ export class Room {
       case "system":
         this.handleSystem(envelope);
         break;
+      case "signal":
+        await this.persons.onSignal(envelope);
+        break;
       case "history_cleared":
         this.removeConfirmed(() => true);
         break;
@@ -228,13 +238,16 @@ export class Room {
     if (this.seenIds.has(envelope.id)) return; // a replay of what we already show
     this.seenIds.add(envelope.id);
     const plain = await openMessage(this.record.key, this.roomId, envelope.from, envelope.iv, envelope.ciphertext);
-    const mine = envelope.from === this.clientId;
+    // From our clientId is not enough to be ours: only a mid this browser sent is.
+    const fromMe = envelope.from === this.clientId;
     if (!plain) {
-      this.insert({ id: envelope.id, from: envelope.from, sentAt: envelope.sentAt, mine, unreadable: true }, live);
+      this.insert({ id: envelope.id, from: envelope.from, sentAt: envelope.sentAt, mine: false, elsewhere: fromMe, unreadable: true }, live);
       return;
     }
     if (plain.name) plain.name = cleanName(plain.name);
-    if (plain.name) this.names.set(envelope.from, plain.name);
+    if (plain.name) this.persons.learnName(envelope.from, plain.name);
+    const mine = fromMe && (await this.persons.isMine(plain.mid));
+    if (live) this.persons.messageShown(envelope.from);
     const known = this.byMid.get(plain.mid);
     if (known) {
       if (known.pending && mine) {
@@ -248,7 +261,7 @@ export class Room {
       }
       return; // a mid shown once, whatever the server replays
     }
-    const entry = { id: envelope.id, from: envelope.from, sentAt: envelope.sentAt, mine, ...plain };
+    const entry = { id: envelope.id, from: envelope.from, sentAt: envelope.sentAt, mine, elsewhere: fromMe && !mine, ...plain };
     this.insert(entry, live);
     if (live && !mine) {
       this.announcer.textContent = `${this.displayName(envelope.from)}: ${plain.text}`;
@@ -264,11 +277,17 @@ export class Room {
     this.renderPeople();
     const who = envelope.clientId === this.clientId ? "You" : bdi(this.displayName(envelope.clientId));
     switch (envelope.event) {
+      case "connected":
+        this.persons.connected();
+        break;
       case "joined":
-        this.systemLine([who, " joined"]);
+        this.persons.joined(envelope.clientId);
         break;
       case "left":
-        this.systemLine([who, " left"]);
+        this.persons.left(envelope.clientId);
+        break;
+      case "also_connected":
+        this.persons.alsoConnected();
         break;
       case "cleared":
         this.systemLine([who, " cleared the history"]);
@@ -343,11 +362,12 @@ export class Room {
   renderMessage(entry) {
     const classes = ["message", entry.mine ? "mine" : "theirs", colourClass(entry.from)];
     if (entry.unreadable) classes.push("unreadable");
+    if (entry.elsewhere) classes.push("elsewhere");
     const el = h("li", { class: classes.join(" "), "data-from": entry.from });
     const time = h("time", { datetime: new Date(entry.sentAt).toISOString(), title: formatDateTime(entry.sentAt) }, formatTime(entry.sentAt));
     // A name (it travels encrypted) with the short id beside it; without a name,
     // the short id alone, in the sender's colour.
-    const name = entry.mine ? "You" : entry.name || this.names.get(entry.from);
+    const name = entry.mine ? "You" : entry.elsewhere ? ELSEWHERE : entry.name || this.names.get(entry.from);
     const withId = name && !entry.mine;
     const meta = h(
       "p",
@@ -392,8 +412,7 @@ export class Room {
     return name ? `${name} (${shortId(clientId)})` : shortId(clientId);
   }
 
-  systemLine(text) {
-    const now = Date.now();
+  systemLine(text, now = Date.now()) {
     const line = h("li", { class: "system" }, text, " · ", h("time", { datetime: new Date(now).toISOString() }, formatTime(now)));
     // Before any pending messages, which are still on their way.
     const firstPending = this.entries.find((entry) => entry.pending);
@@ -405,6 +424,7 @@ export class Room {
       },
       { quiet: true },
     );
+    return line;
   }
 
   renderPeople() {
@@ -462,6 +482,7 @@ export class Room {
       ts: Date.now(),
       name: this.record.name || null,
     };
+    this.persons.sending(entry);
     this.insert(entry);
     this.input.value = "";
     this.updateCounter();
@@ -501,9 +522,17 @@ export class Room {
     this.closeMenu();
     const name = await nameDialog(this.record.name, MAX_NAME);
     if (name === null) return;
+    await this.useName(name);
+  }
+
+  /** Set (or with "" remove) our name, from the menu or the first-time prompt. */
+  async useName(name) {
     if (name) this.record.name = cleanName(name);
     else delete this.record.name;
+    delete this.record.askName; // a name chosen is the first-time question answered
+    this.persons.answeredName();
     const stored = await saveRoom(this.record);
+    this.persons.nameChanged();
     this.renderPeople();
     this.systemLine(name ? ["Your messages now show the name “", bdi(this.record.name), "”"] : "Your messages now show only your short id");
     if (!stored) this.notify("Your name is kept in this tab only: this browser refused to store it.");
