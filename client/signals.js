@@ -20,10 +20,10 @@ function additionalData(roomId, sender) {
 
 /**
  * Encrypt a signal body as sent by `sender`. Returns the client envelope
- * {type: "signal", iv, ciphertext}.
+ * {type: "signal", iv, ciphertext}. `iv` is for test vectors only: real signals
+ * always get a fresh one.
  */
-export async function sealSignal(key, roomId, sender, body) {
-  const iv = randomBytes(IV_BYTES);
+export async function sealSignal(key, roomId, sender, body, iv = randomBytes(IV_BYTES)) {
   const ciphertext = await crypto.subtle.encrypt(
     { name: "AES-GCM", iv, additionalData: additionalData(roomId, sender) },
     key,
