@@ -89,6 +89,8 @@ async function makeRecord(roomId, secret, existing) {
   if (existing?.name) record.name = existing.name;
   // What this browser knows about itself in the room survives opening the link again.
   if (existing?.sentMids) record.sentMids = existing.sentMids;
+  else if (!existing) record.sentMids = []; // a new record knows all it sends from the start (mine.js)
+  if (existing?.trackedSince !== undefined) record.trackedSince = existing.trackedSince;
   if (existing?.typing === false) record.typing = false;
   if (!existing || existing.askName) record.askName = true; // first time in this browser: offer to choose a name
   return record;

@@ -15,10 +15,17 @@ export class OwnMessages {
   constructor(record) {
     this.record = record;
     this.mids = new Set(Array.isArray(record.sentMids) ? record.sentMids.slice(-MAX_OWN_MIDS) : []);
+    // A record from before mids were kept: what our id sent until now cannot be
+    // told apart, and stays "You" as it always was; from now on only mids count.
+    if (!Array.isArray(record.sentMids) && record.trackedSince === undefined) {
+      record.trackedSince = Date.now();
+      saveRoom(record);
+    }
   }
 
-  has(mid) {
-    return this.mids.has(mid);
+  /** Ours: a mid this browser sent, or a message older than a record that kept none. */
+  isOurs(mid, sentAt) {
+    return this.mids.has(mid) || (this.record.trackedSince !== undefined && sentAt < this.record.trackedSince);
   }
 
   /**
@@ -34,8 +41,8 @@ export class OwnMessages {
    * Is `mid` ours, looking again at the stored record? Another tab of this
    * browser (same clientId) may have sent it since this page loaded.
    */
-  async hasStored(mid) {
-    if (this.mids.has(mid)) return true;
+  async hasStored(mid, sentAt) {
+    if (this.isOurs(mid, sentAt)) return true;
     const stored = await loadRoom(this.record.roomId);
     if (!stored || !Array.isArray(stored.sentMids) || !stored.sentMids.includes(mid)) return false;
     this.mids.add(mid);
@@ -46,7 +53,8 @@ export class OwnMessages {
   // tabs writing the record do not drop each other's.
   async merge() {
     const stored = await loadRoom(this.record.roomId);
-    const all = new Set([...(Array.isArray(stored?.sentMids) ? stored.sentMids : []), ...this.mids]);
+    if (!stored) return; // the room was forgotten meanwhile: do not bring its record back
+    const all = new Set([...(Array.isArray(stored.sentMids) ? stored.sentMids : []), ...this.mids]);
     const list = [...all].slice(-MAX_OWN_MIDS);
     this.mids = new Set(list);
     this.record.sentMids = list;

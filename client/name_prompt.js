@@ -35,7 +35,7 @@ export function namePrompt({ maxLength, done }) {
   });
   const el = h(
     "section",
-    { class: "name-prompt", "aria-labelledby": "first-name-label" },
+    { class: "name-prompt" },
     h("label", { id: "first-name-label", for: "first-name-input" }, "What should others here call you?"),
     h(
       "div",

@@ -246,7 +246,7 @@ export class Room {
     }
     if (plain.name) plain.name = cleanName(plain.name);
     if (plain.name) this.persons.learnName(envelope.from, plain.name);
-    const mine = fromMe && (await this.persons.isMine(plain.mid));
+    const mine = fromMe && (await this.persons.isMine(plain.mid, envelope.sentAt));
     if (live) this.persons.messageShown(envelope.from);
     const known = this.byMid.get(plain.mid);
     if (known) {

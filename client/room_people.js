@@ -144,8 +144,8 @@ export class RoomPeople {
   // ----- our messages --------------------------------------------------------------
 
   /** Is a message from our clientId one this browser sent? */
-  async isMine(mid) {
-    return this.own.hasStored(mid);
+  async isMine(mid, sentAt) {
+    return this.own.hasStored(mid, sentAt);
   }
 
   /** A message of `clientId` arrived: they are no longer typing it. */

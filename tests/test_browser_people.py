@@ -6,11 +6,12 @@ Python client's RoomKeys) is a third person, or someone else using our clientId.
 Every scenario ends with no CSP or Trusted Types violation and no console error.
 """
 
+import json
 import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import pytest
@@ -28,7 +29,9 @@ from tests.test_peer_cli import run
 pytestmark = pytest.mark.slow
 
 PROMPT: Final = "What should others here call you?"
+PHONE: Final = {"width": 390, "height": 844}
 QUICK_MS: Final = 2_000  # "at once": well before the 6 s a typing notice lasts by itself
+VECTORS: Final = json.loads(Path(__file__).with_name("vectors.json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture
@@ -56,6 +59,39 @@ def system_lines(page: Page) -> list[str]:
 
 def signals_sent(session: Session, page: Page) -> int:
     return sum('"type":"signal"' in frame for frame in session.log(page).frames_sent)
+
+
+def check_signal_vector(page: Page) -> None:
+    """signals.js reproduces docs/protocol.md's profile signal, which never opens as a message."""
+    result: dict[str, Any] = page.evaluate(
+        """async (v) => {
+          const c = await import("/crypto.js");
+          const s = await import("/signals.js");
+          const { key } = await c.deriveRoomKeys(c.b64urlDecode(v.secret), v.roomId);
+          const g = v.signal;
+          const m = v.message;
+          const body = JSON.parse(g.plaintext);
+          const sealed = await s.sealSignal(key, v.roomId, g.clientId, body, c.b64urlDecode(g.iv));
+          return {
+            sealed,
+            opened: await s.openSignal(key, v.roomId, g.clientId, g.iv, g.ciphertext),
+            otherSender: await s.openSignal(key, v.roomId, "mallory", g.iv, g.ciphertext),
+            asMessage: await c.openMessage(key, v.roomId, g.clientId, g.iv, g.ciphertext),
+            messageAsSignal: await s.openSignal(key, v.roomId, m.clientId, m.iv, m.ciphertext),
+          };
+        }""",
+        VECTORS,
+    )
+    vector = VECTORS["signal"]
+    assert result["sealed"] == {
+        "type": "signal",
+        "iv": vector["iv"],
+        "ciphertext": vector["ciphertext"],
+    }
+    assert result["opened"] == json.loads(vector["plaintext"])
+    assert result["otherSender"] is None
+    assert result["asMessage"] is None
+    assert result["messageAsSignal"] is None
 
 
 class ThirdPerson:
@@ -91,6 +127,7 @@ async def test_names_are_asked_once_and_shown_before_anyone_speaks(
 
     def scenario(session: Session) -> None:
         alice, link = create_room(session)
+        check_signal_vector(alice)
         # Entering a room for the first time: an optional name, focus in it.
         expect(alice.get_by_label(PROMPT)).to_be_focused()
         alice.get_by_label(PROMPT).fill("Alice")
@@ -103,10 +140,14 @@ async def test_names_are_asked_once_and_shown_before_anyone_speaks(
         expect(alice.locator(".status")).to_have_attribute("data-state", "open")
         expect(alice.get_by_label(PROMPT)).to_have_count(0)
 
-        # Bob skips the prompt: focus goes to his message box.
-        bob = join(session, link)
+        # Bob, on a phone, skips the prompt: focus goes to his message box.
+        bob = join(session, link, **PHONE)
         expect(bob.get_by_label(PROMPT)).to_be_focused()
-        bob.get_by_role("button", name="Skip").click()
+        skip = bob.get_by_role("button", name="Skip")
+        box_of_skip = skip.bounding_box()
+        assert box_of_skip is not None
+        assert box_of_skip["x"] + box_of_skip["width"] <= PHONE["width"]
+        skip.click()
         expect(bob.get_by_label("Message", exact=True)).to_be_focused()
         expect(bob.get_by_label(PROMPT)).to_have_count(0)
         bob_id = stored_record(bob)["clientId"]
