@@ -108,7 +108,7 @@ class Room:
             # _drain): joiners get exactly what is stored, then every later message.
             messages = await self._storage.load_history(self.room_id)
             cap = self._settings.history_cap
-            history = encode(History(messages=messages[-cap:] if cap else []))
+            history = encode(History(cap=cap, messages=messages[-cap:] if cap else []))
         out.carry_out(history)
 
     async def _next_batch(self, rules: RoomRules) -> list[Command] | None:

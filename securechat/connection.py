@@ -32,6 +32,7 @@ from securechat.protocol import (
     Hello,
     RoomId,
     SendMessage,
+    SendSignal,
     b64url_decode,
     b64url_encode,
     decode_frame,
@@ -40,7 +41,7 @@ from securechat.protocol import (
 )
 from securechat.ratelimit import TokenBucket, WindowCounter
 from securechat.registry import ProofNeeded, Registry
-from securechat.room import SLOW_DOWN, ClearRequest, Command, Leave, Post
+from securechat.room import SLOW_DOWN, ClearRequest, Command, Leave, Post, Signal
 
 logger: Final = logging.getLogger("securechat.connection")
 
@@ -220,6 +221,10 @@ class _Reader:
                 # room per CLEAR_COOLDOWN_SECONDS, whichever connection asks.
                 if self._authenticated() and self._allowed(self._bucket.take(trio.current_time())):
                     await self._tell_room(ClearRequest(self._member))
+            case SendSignal(iv=iv, ciphertext=ciphertext):
+                # A signal costs a token like a message: relaying it is the same work.
+                if self._authenticated() and self._allowed(self._bucket.take(trio.current_time())):
+                    await self._tell_room(Signal(self._member, iv, ciphertext))
 
     async def _hello(self, auth: str, proof: str | msgspec.UnsetType) -> None:
         proof_bits = self._proof_bits(proof)

@@ -39,6 +39,7 @@ DEFAULT_IDLE_TIMEOUT: Final = 0.0  # seconds an authenticated socket may send no
 # Fixed bounds.
 MIN_CIPHERTEXT: Final = 17  # AES-GCM: at least one byte of ciphertext plus the 16-byte tag
 IV_BYTES: Final = 12  # AES-GCM's standard nonce size
+MAX_SIGNAL_BYTES: Final = 1024  # decoded signal ciphertext: a profile with a 40-character name fits
 AUTH_TOKEN_BYTES: Final = 32  # the HKDF-derived room access token
 OUTBOX_FRAMES: Final = 64  # frames queued for one reader; a full outbox closes it (4008)
 OUTBOX_HIGH_WATER: Final = 32  # queued frames that pause a room's posts; half leaves headroom

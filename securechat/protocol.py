@@ -10,15 +10,20 @@ Client to server (JSON text frames):
     message          iv (base64url, 12 bytes),                   an encrypted chat message
                      ciphertext (base64url, 17 bytes..limit)
     clear_history    -                                           delete the room's history
+    signal           iv (base64url, 12 bytes),                   an encrypted ephemeral note
+                     ciphertext (base64url, 17..1024 bytes)      (a profile, typing)
     ===============  ==========================================  ===========================
 
 Server to client:
 
     ===============  ==========================================  ===========================
     challenge        challenge (base64url, 16 bytes), bits       a new room needs a proof
-    history          messages (message envelopes, oldest first)  after a valid hello
-    system           event, clientId, participants               connected/joined/left/cleared
+    history          cap, messages (message envelopes, oldest    after a valid hello
+                     first)
+    system           event, clientId, participants               connected/joined/left/
+                                                                 cleared/also_connected
     message          id, from, sentAt, iv, ciphertext            a relayed message
+    signal           from, iv, ciphertext                        a relayed signal, not stored
     history_cleared  by                                          someone cleared the history
     error            code, message                               the last frame was dropped
     ===============  ==========================================  ===========================
@@ -37,7 +42,7 @@ from typing import Annotated, Final, Literal, NewType, final
 import msgspec
 
 from securechat.errors import ErrorCode
-from securechat.limits import AUTH_TOKEN_BYTES, IV_BYTES, MIN_CIPHERTEXT
+from securechat.limits import AUTH_TOKEN_BYTES, IV_BYTES, MAX_SIGNAL_BYTES, MIN_CIPHERTEXT
 from securechat.pow import MAX_NONCE_BYTES
 
 RoomId = NewType("RoomId", str)
@@ -83,15 +88,27 @@ class ClearHistory(msgspec.Struct, tag="clear_history", forbid_unknown_fields=Tr
     pass
 
 
-ClientMessage = Hello | SendMessage | ClearHistory
+class SendSignal(msgspec.Struct, tag="signal", forbid_unknown_fields=True, frozen=True):
+    """An ephemeral note for the others in the room: relayed, never stored."""
 
-CLIENT_TYPES: Final = frozenset({"hello", "message", "clear_history"})
+    iv: Base64Url
+    ciphertext: Base64Url
+
+
+ClientMessage = Hello | SendMessage | ClearHistory | SendSignal
+
+CLIENT_TYPES: Final = frozenset({"hello", "message", "clear_history", "signal"})
 
 _client_decoder: Final[msgspec.json.Decoder[ClientMessage]] = msgspec.json.Decoder(ClientMessage)
 
 # Keys of each envelope, ``type`` included (a hello's ``proof`` adds one): a frame
 # with more has a key twice.
-_KEYS: Final[dict[type[ClientMessage], int]] = {Hello: 2, SendMessage: 3, ClearHistory: 1}
+_KEYS: Final[dict[type[ClientMessage], int]] = {
+    Hello: 2,
+    SendMessage: 3,
+    ClearHistory: 1,
+    SendSignal: 3,
+}
 
 
 @final
@@ -144,21 +161,27 @@ def decode_frame(data: str | bytes | None, max_ciphertext: int) -> ClientMessage
                     f"proof must be 1 to {MAX_NONCE_BYTES} bytes in base64url",
                 )
         case SendMessage(iv=iv, ciphertext=ciphertext):
-            if _b64url_len(iv) != IV_BYTES:
-                return FrameError(
-                    ErrorCode.BAD_ENVELOPE, f"iv must be {IV_BYTES} bytes in base64url"
-                )
-            size = _b64url_len(ciphertext)
-            if size is None or size < MIN_CIPHERTEXT:
-                return FrameError(
-                    ErrorCode.BAD_ENVELOPE,
-                    f"ciphertext must be base64url of at least {MIN_CIPHERTEXT} bytes",
-                )
-            if size > max_ciphertext:
-                return FrameError(ErrorCode.TOO_LARGE, f"ciphertext is over {max_ciphertext} bytes")
+            return _sealed_error(iv, ciphertext, max_ciphertext) or message
+        case SendSignal(iv=iv, ciphertext=ciphertext):
+            return _sealed_error(iv, ciphertext, MAX_SIGNAL_BYTES) or message
         case ClearHistory():
             pass
     return message
+
+
+def _sealed_error(iv: str, ciphertext: str, limit: int) -> FrameError | None:
+    """Why an AES-GCM ``iv``/``ciphertext`` pair has the wrong shape, or None."""
+    if _b64url_len(iv) != IV_BYTES:
+        return FrameError(ErrorCode.BAD_ENVELOPE, f"iv must be {IV_BYTES} bytes in base64url")
+    size = _b64url_len(ciphertext)
+    if size is None or size < MIN_CIPHERTEXT:
+        return FrameError(
+            ErrorCode.BAD_ENVELOPE,
+            f"ciphertext must be base64url of at least {MIN_CIPHERTEXT} bytes",
+        )
+    if size > limit:
+        return FrameError(ErrorCode.TOO_LARGE, f"ciphertext is over {limit} bytes")
+    return None
 
 
 def _colons(text: str, expected: int) -> int:
@@ -238,10 +261,20 @@ class MessageOut(msgspec.Struct, tag="message", frozen=True):
 
 
 class History(msgspec.Struct, tag="history", frozen=True):
+    cap: int  # the most messages the room keeps (the server's --history)
     messages: list[MessageOut]
 
 
-SystemEvent = Literal["connected", "joined", "left", "cleared"]
+class SignalOut(msgspec.Struct, tag="signal", frozen=True):
+    """A relayed signal: no id and no time, since it is never stored or ordered."""
+
+    sender: ClientId = msgspec.field(name="from")
+    iv: str
+    ciphertext: str
+
+
+# ``also_connected`` goes only to a clientId's other connections when one more joins.
+SystemEvent = Literal["connected", "joined", "left", "cleared", "also_connected"]
 
 
 class System(msgspec.Struct, tag="system", frozen=True):
@@ -266,7 +299,7 @@ class Challenge(msgspec.Struct, tag="challenge", frozen=True):
     bits: int
 
 
-ServerMessage = MessageOut | History | System | HistoryCleared | Error | Challenge
+ServerMessage = MessageOut | History | System | HistoryCleared | Error | Challenge | SignalOut
 
 _encoder: Final = msgspec.json.Encoder()
 

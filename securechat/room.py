@@ -6,7 +6,9 @@ carries that out once the writes have committed. Nothing is relayed before it is
 durable, and nothing is relayed while a member is too far behind to take it: the
 sender is told to try again instead. How long the room holds posts that way is
 bounded, whoever causes it: ``STALL_SECONDS`` for one member, and
-``STALL_BUDGET_SECONDS`` in any ``STALL_WINDOW_SECONDS`` for the room.
+``STALL_BUDGET_SECONDS`` in any ``STALL_WINDOW_SECONDS`` for the room. Signals
+are ephemeral: never stored, relayed to the others in the same turn, and dropped
+without a word while a member is too far behind.
 """
 
 import enum
@@ -33,6 +35,7 @@ from securechat.protocol import (
     FrameError,
     HistoryCleared,
     MessageOut,
+    SignalOut,
     System,
     SystemEvent,
     encode,
@@ -110,7 +113,15 @@ class ClearRequest:
     member: Member
 
 
-Command = Join | Leave | Post | ClearRequest
+@final
+@dataclass(frozen=True, slots=True)
+class Signal:
+    member: Member
+    iv: str  # validated base64url, relayed as received
+    ciphertext: str
+
+
+Command = Join | Leave | Post | ClearRequest | Signal
 
 
 @final
@@ -202,6 +213,8 @@ class RoomRules:
                 self._post(member, iv, ciphertext, now_ms, out)
             case ClearRequest(member=member):
                 self._clear(member, now_ms, out)
+            case Signal(member=member, iv=iv, ciphertext=ciphertext):
+                self._signal(member, iv, ciphertext, now_ms, out)
         if out.writes:
             self.life.written(now_ms)
 
@@ -228,6 +241,11 @@ class RoomRules:
         out.deliver((member,), encode(System("connected", member.client_id, participants)))
         if first and others:
             out.deliver(others, encode(System("joined", member.client_id, participants)))
+        elif not first:
+            # Only the clientId's own connections hear of it: to the others nothing
+            # changed, and a second tab is no news to them.
+            mine = tuple(m for m in others if m.client_id == member.client_id)
+            out.deliver(mine, encode(System("also_connected", member.client_id, participants)))
 
     def _leave(self, member: Member, out: Outcome) -> None:
         if member not in self.members:
@@ -264,6 +282,23 @@ class RoomRules:
         out.writes.append(Append(message, keep=keep))
         # The sender gets its own message back: that is its confirmation.
         out.deliver(tuple(self.members), encode(message))
+
+    def _signal(self, member: Member, iv: str, ciphertext: str, now_ms: int, out: Outcome) -> None:
+        """Relay a signal to every other connection, or drop it: it is never stored.
+
+        A signal is a hint (a name, someone typing) that the next one replaces, so a
+        congested room drops it without an answer: nobody resends it, and it must not
+        fill the outbox of a member that is behind. Its drops hold no post back, so
+        they do not count towards the room's pause budget.
+        """
+        if member not in self.members:
+            return
+        if self._congested(now_ms, out) or member not in self.members:
+            return  # the room is behind, or the sender itself was closed for stalling
+        others = tuple(m for m in self.members if m is not member)
+        if others:  # encoded once, the same text for every recipient
+            signal = SignalOut(sender=member.client_id, iv=iv, ciphertext=ciphertext)
+            out.deliver(others, encode(signal))
 
     def paused_ms(self, now_ms: int) -> int:
         """How long the room held posts in the stall window up to ``now_ms``."""

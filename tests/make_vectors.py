@@ -46,6 +46,12 @@ def build() -> dict[str, object]:
     plaintext = '{"text":"hello, world","mid":"AAECAwQFBgcICQoL","ts":1764000000000,"name":"Alice"}'
     aad = f"securechat/v1|{room_id}|{client_id}"
     ciphertext = AESGCM(message_key).encrypt(iv, plaintext.encode("utf-8"), aad.encode("utf-8"))
+    signal_iv = bytes(range(0xD0, 0xDC))
+    signal_plaintext = '{"kind":"profile","name":"Alice"}'
+    signal_aad = f"{aad}|signal"
+    signal_ciphertext = AESGCM(message_key).encrypt(
+        signal_iv, signal_plaintext.encode("utf-8"), signal_aad.encode("utf-8")
+    )
     challenge = bytes(range(0x10, 0x20))
     return {
         "secret": b64url(secret),
@@ -65,6 +71,14 @@ def build() -> dict[str, object]:
             "additionalData": aad,
             "plaintext": plaintext,
             "ciphertext": b64url(ciphertext),
+        },
+        "signal": {
+            "clientId": client_id,
+            "ivHex": signal_iv.hex(),
+            "iv": b64url(signal_iv),
+            "additionalData": signal_aad,
+            "plaintext": signal_plaintext,
+            "ciphertext": b64url(signal_ciphertext),
         },
         "proof": {
             "challengeHex": challenge.hex(),

@@ -300,7 +300,7 @@ def hostile_frames(keys: RoomKeys, me: str) -> list[str]:
                "iv": sealed.iv, "ciphertext": sealed.ciphertext}  # fmt: skip
     unreadable = {**message, "id": 2, "from": HOSTILE[2], "ciphertext": b64url(bytes(40))}
     return [
-        json.dumps({"type": "history", "messages": [message, unreadable]}),
+        json.dumps({"type": "history", "cap": 10, "messages": [message, unreadable]}),
         json.dumps(
             {"type": "system", "event": "connected", "clientId": me, "participants": [me, *HOSTILE]}
         ),

@@ -12,7 +12,7 @@ from typing import Final, TypeVar
 
 import trio
 
-from securechat.peer.events import ChatMessage, Cleared, Event, Presence
+from securechat.peer.events import ChatMessage, Cleared, Event, Presence, Profile
 from securechat.peer.link import InviteLink, new_link, parse_link
 from securechat.peer.session import Backoff, open_session
 from securechat.protocol import ClientId
@@ -158,6 +158,32 @@ async def test_chat_as_a_person(server: ServerHandle, env: dict[str, str]) -> No
         await type_line(alice, "/quit")
         with trio.fail_after(STEP):
             assert await alice.wait() == 0
+
+
+async def test_chat_learns_names_from_profiles_and_says_when_its_id_is_elsewhere(
+    server: ServerHandle, env: dict[str, str]
+) -> None:
+    link = new_link(server.base)
+    async with started(env, "chat", str(link)) as (bob, screen):
+        line = await screen.until("* connected as")
+        bob_id = line.split("connected as ")[1].split(";")[0]
+        async with open_session(link, ClientId("alice01"), name="Alice", announce=True) as (
+            _,
+            events,
+        ):
+            await screen.until("* alice01 joined")
+            # chat announces itself even without a name: a page shows no stale one.
+            assert await first(events, Profile) == Profile(ClientId(bob_id), None)
+        # Alice never wrote a word: her name came in her profile signal.
+        await screen.until("* Alice (alice01) left")
+
+        # The same identity in a second chat: the first one is told.
+        async with started(env, "chat", str(link)) as (_, again):
+            await again.until("* connected as", bob_id)
+            await screen.until("* your id is also connected elsewhere")
+        await type_line(bob, "/quit")
+        with trio.fail_after(STEP):
+            assert await bob.wait() == 0
 
 
 async def test_chat_from_a_pipe_sends_every_line_then_exits(

@@ -12,12 +12,14 @@ import pytest
 import trio
 
 from securechat.peer import session as session_module
+from securechat.peer.display import People
 from securechat.peer.events import (
     ChatMessage,
     Cleared,
     Disconnected,
     Event,
     Presence,
+    Profile,
     ServerError,
     Stopped,
     Unreadable,
@@ -36,10 +38,12 @@ Events = trio.MemoryReceiveChannel[Event]
 
 @asynccontextmanager
 async def joined(
-    link: InviteLink, client_id: str, name: str | None = None
+    link: InviteLink, client_id: str, name: str | None = None, *, announce: bool = False
 ) -> AsyncIterator[tuple[Session, Events]]:
     """A session that has received its ``connected``."""
-    async with open_session(link, ClientId(client_id), name=name, backoff=FAST) as (s, events):
+    async with open_session(
+        link, ClientId(client_id), name=name, announce=announce, backoff=FAST
+    ) as (s, events):
         await until(events, Presence, lambda e: e.event == "connected")
         yield s, events
 
@@ -76,6 +80,37 @@ async def test_two_sessions_exchange_messages_with_names(server: ServerHandle) -
             assert alice.conversation.pending == 0
         left = await until(alice_events, Presence, lambda e: e.event == "left")
         assert left.client_id == "bob0002"
+
+
+async def test_a_profile_names_people_before_anyone_speaks(server: ServerHandle) -> None:
+    link = room(server)
+    people = People("bob0002")
+    async with joined(link, "alice01", "Alice", announce=True) as (_, alice_events):
+        # Bob, like ``tail`` without a name, says nothing of himself.
+        async with joined(link, "bob0002") as (bob, bob_events):
+            # Alice heard bob join and told him who she is: no message yet.
+            profile = await until(bob_events, Profile)
+            assert profile == Profile(ClientId("alice01"), "Alice")
+            people.learn(profile)
+            assert people.label("alice01") == "Alice (alice01)"
+            await until(alice_events, Presence, lambda e: e.event == "joined")
+            await bob.send_text("hi")
+            # Bob announced nothing: his message is the next thing Alice hears.
+            with trio.fail_after(WAIT):
+                got = await alice_events.receive()
+                while not isinstance(got, ChatMessage | Profile):
+                    got = await alice_events.receive()
+            assert isinstance(got, ChatMessage)
+            assert got.text == "hi"
+
+        # The other way round: a newcomer that announces itself on connecting.
+        async with (
+            joined(link, "carol03") as (_, carol_events),
+            joined(link, "dave004", "Dave", announce=True),
+        ):
+            await until(carol_events, Presence, lambda e: e.event == "joined")
+            dave = await until(carol_events, Profile, lambda e: e.client_id == "dave004")
+            assert dave.name == "Dave"
 
 
 async def test_history_is_delivered_in_order_on_join(server: ServerHandle) -> None:

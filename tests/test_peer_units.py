@@ -12,9 +12,16 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from securechat.peer.b64 import b64url_decode, b64url_encode
 from securechat.peer.conversation import Conversation
-from securechat.peer.display import clean, json_line, line
-from securechat.peer.events import ChatMessage, Cleared, Presence, ServerError, Unreadable
-from securechat.peer.keys import MAX_TEXT_UTF16, Plaintext, RoomKeys, hkdf
+from securechat.peer.display import People, clean, json_line, line
+from securechat.peer.events import (
+    ChatMessage,
+    Cleared,
+    Presence,
+    Profile,
+    ServerError,
+    Unreadable,
+)
+from securechat.peer.keys import MAX_TEXT_UTF16, Plaintext, RoomKeys, SignalBody, hkdf
 from securechat.peer.link import InviteLink, LinkError, new_link, parse_link
 from securechat.peer.state import load_identity, state_dir
 from securechat.protocol import ClientId, RoomId
@@ -131,6 +138,7 @@ def test_history_is_ordered_by_id_and_deduped_by_mid() -> None:
     two = Plaintext(text="two", mid="m2", ts=2, name="Alice")
     history = {
         "type": "history",
+        "cap": 10,
         "messages": [relayed(keys, ALICE, two, 2), relayed(keys, ALICE, one, 1)],
     }
     events = bob.receive(frame(history))
@@ -212,6 +220,75 @@ def test_system_events_and_errors() -> None:
     assert bob.receive(frame(joined | {"event": "cleared"})) == []
     error = {"type": "error", "code": "rate_limited", "message": "slow down"}
     assert bob.receive(frame(error)) == [ServerError("rate_limited", "slow down")]
+
+
+def signal(keys: RoomKeys, sender: ClientId, body: SignalBody) -> dict[str, object]:
+    sealed = keys.seal_signal(body, sender)
+    return {"type": "signal", "from": sender, "iv": sealed.iv, "ciphertext": sealed.ciphertext}
+
+
+def test_a_profile_signal_names_its_sender_and_other_signals_are_dropped() -> None:
+    keys = RoomKeys(SECRET, ROOM)
+    bob = Conversation(keys, BOB)
+    profile = signal(keys, ALICE, SignalBody(kind="profile", name="Alice"))
+    assert bob.receive(frame(profile)) == [Profile(ALICE, "Alice")]
+    assert bob.receive(frame(signal(keys, ALICE, SignalBody(kind="profile")))) == [
+        Profile(ALICE, None)
+    ]
+    # Typing, unknown kinds, and whatever does not open say nothing.
+    assert bob.receive(frame(signal(keys, ALICE, SignalBody(kind="typing")))) == []
+    assert bob.receive(frame(signal(keys, ALICE, SignalBody(kind="dance", name="x")))) == []
+    assert bob.receive(frame(profile | {"from": BOB})) == []  # relabelled by the server
+    message = relayed(keys, ALICE, Plaintext(text="t", mid="m", ts=1), 1)
+    as_signal = {"type": "signal", "from": ALICE, "iv": message["iv"],
+                 "ciphertext": message["ciphertext"]}  # fmt: skip
+    assert bob.receive(frame(as_signal)) == []  # a message never opens as a signal
+    extra = keys.seal_signal(SignalBody(kind="profile", name="Al"), ALICE)
+    raw = AESGCM(hkdf(SECRET, f"message-key:{ROOM}")).decrypt(
+        b64url_decode(extra.iv), b64url_decode(extra.ciphertext), keys.signal_data(ALICE)
+    )
+    assert raw == b'{"kind":"profile","name":"Al"}'
+    # Unknown fields are ignored.
+    sealed = AESGCM(hkdf(SECRET, f"message-key:{ROOM}"))
+    iv = os.urandom(12)
+    body = b'{"kind":"profile","name":"Ann","avatar":"x"}'
+    ciphertext = sealed.encrypt(iv, body, keys.signal_data(ALICE))
+    wire = {"type": "signal", "from": ALICE, "iv": b64url_encode(iv),
+            "ciphertext": b64url_encode(ciphertext)}  # fmt: skip
+    assert bob.receive(frame(wire)) == [Profile(ALICE, "Ann")]
+
+
+def test_our_profile_frame_is_a_signal_with_our_name_or_none() -> None:
+    keys = RoomKeys(SECRET, ROOM)
+    for name in ("Alice", None):
+        envelope = json.loads(Conversation(keys, ALICE, name=name).profile_frame())
+        assert set(envelope) == {"type", "iv", "ciphertext"}
+        assert envelope["type"] == "signal"
+        opened = keys.open_signal(envelope["iv"], envelope["ciphertext"], ALICE)
+        assert opened == SignalBody(kind="profile", name=name)
+
+
+def test_also_connected_is_one_line_and_profiles_name_people() -> None:
+    bob = Conversation(RoomKeys(SECRET, ROOM), BOB)
+    also = {"type": "system", "event": "also_connected", "clientId": BOB,
+            "participants": [ALICE, BOB]}  # fmt: skip
+    (event,) = bob.receive(frame(also))
+    assert event == Presence("also_connected", BOB, (ALICE, BOB))
+    assert line(event, BOB) == "* your id is also connected elsewhere"
+
+    people = People(BOB)
+    people.learn(Profile(ALICE, "Alice\x1b[2J"))
+    assert line(Profile(ALICE, "Alice"), BOB, people) is None
+    assert line(Presence("left", ALICE, ()), BOB, people) == "* Alice\ufffd[2J (alice01) left"
+    nameless = ChatMessage(1, ALICE, 0, "hi", "m", 0, None, False, False)
+    shown = line(nameless, BOB, people)
+    assert shown is not None
+    assert "Alice\ufffd[2J (alice01): hi" in shown
+    assert json.loads(json_line(nameless, people.name(ALICE)))["name"] == "Alice\x1b[2J"
+    people.learn(Profile(ALICE, None))  # no name any more
+    assert people.label(ALICE) == ALICE
+    people.learn(Profile(BOB, "Mallory"))  # our own id, from elsewhere: we know our name
+    assert people.label(BOB) == f"{BOB} (you)"
 
 
 # ----- display ---------------------------------------------------------------------------

@@ -6,11 +6,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from securechat.errors import ErrorCode
+from securechat.limits import MAX_SIGNAL_BYTES
 from securechat.protocol import (
     ClearHistory,
     FrameError,
     Hello,
     SendMessage,
+    SendSignal,
     decode_frame,
     parse_client_id,
     parse_room_id,
@@ -28,7 +30,7 @@ json_values = st.recursive(
 )
 
 envelope_like = st.fixed_dictionaries(
-    {"type": st.sampled_from(["hello", "message", "clear_history", "other"])},
+    {"type": st.sampled_from(["hello", "message", "clear_history", "signal", "other"])},
     optional={
         "auth": st.text(alphabet="AZaz09-_=+/\n:", max_size=50),
         "iv": st.text(alphabet="AZaz09-_=+/\n:", max_size=20),
@@ -39,7 +41,7 @@ envelope_like = st.fixed_dictionaries(
 
 
 def check(result: object) -> None:
-    assert isinstance(result, FrameError | Hello | SendMessage | ClearHistory)
+    assert isinstance(result, FrameError | Hello | SendMessage | ClearHistory | SendSignal)
     if isinstance(result, FrameError):
         assert isinstance(result.code, ErrorCode)
         assert result.message
@@ -63,7 +65,7 @@ def test_any_json(value: object) -> None:
 def test_envelope_shaped_json(value: dict[str, object]) -> None:
     result = decode_frame(json.dumps(value), LIMIT)
     check(result)
-    if isinstance(result, SendMessage):
+    if isinstance(result, SendMessage | SendSignal):
         assert len(result.iv) == 16
     if not isinstance(result, FrameError):
         texts = [v for k, v in value.items() if k != "type" and isinstance(v, str)]
@@ -138,6 +140,14 @@ def test_a_repeated_key_with_valid_values_is_a_bad_envelope() -> None:
         '{"type":"message","iv":"AAAAAAAAAAAAAAAA","iv":"AAAAAAAAAAAAAAAA","ciphertext":"'
         + b64url(bytes(20))
         + '"}',
+        '{"type":"signal","iv":"AAAAAAAAAAAAAAAA","ciphertext":"'
+        + b64url(bytes(20))
+        + '","ciphertext":"'
+        + b64url(bytes(20))
+        + '"}',
+        '{"type":"signal","type":"signal","iv":"AAAAAAAAAAAAAAAA","ciphertext":"'
+        + b64url(bytes(20))
+        + '"}',
     ):
         assert decode_frame(frame, LIMIT) == FrameError(
             ErrorCode.BAD_ENVELOPE, "a key appears more than once"
@@ -169,6 +179,29 @@ def test_limits_are_inclusive() -> None:
     )
     minimal = json.dumps({"type": "message", "iv": iv, "ciphertext": b64url(bytes(17))})
     assert isinstance(decode_frame(minimal, LIMIT), SendMessage)
+
+
+def test_signal_sizes() -> None:
+    iv = b64url(bytes(12))
+
+    def signal(iv: str, ciphertext: bytes) -> str:
+        return json.dumps({"type": "signal", "iv": iv, "ciphertext": b64url(ciphertext)})
+
+    at_limit = signal(iv, bytes(MAX_SIGNAL_BYTES))
+    assert decode_frame(at_limit, LIMIT) == SendSignal(iv, b64url(bytes(MAX_SIGNAL_BYTES)))
+    assert isinstance(decode_frame(signal(iv, bytes(17)), LIMIT), SendSignal)
+    # Its own limit, however large a message may be.
+    assert decode_frame(signal(iv, bytes(MAX_SIGNAL_BYTES + 1)), LIMIT) == FrameError(
+        ErrorCode.TOO_LARGE, f"ciphertext is over {MAX_SIGNAL_BYTES} bytes"
+    )
+    for bad in (signal(iv, bytes(16)), signal(b64url(bytes(11)), bytes(20))):
+        result = decode_frame(bad, LIMIT)
+        assert isinstance(result, FrameError)
+        assert result.code is ErrorCode.BAD_ENVELOPE
+    extra = json.dumps({"type": "signal", "iv": iv, "ciphertext": b64url(bytes(20)), "id": 1})
+    result = decode_frame(extra, LIMIT)
+    assert isinstance(result, FrameError)
+    assert result.code is ErrorCode.BAD_ENVELOPE
 
 
 def test_hello_and_clear() -> None:

@@ -24,7 +24,7 @@ async def test_two_peers_exchange_messages(nursery: trio.Nursery, server: Server
     alice = await joined_peer(nursery, server, room, token)
     bob = await connect(nursery, server, room)
     history, connected = await bob.hello(token)
-    assert history == {"type": "history", "messages": []}
+    assert history == {"type": "history", "cap": 10, "messages": []}
     assert connected["participants"] == [alice.client_id, bob.client_id]
     await alice.expect("system", event="joined", clientId=bob.client_id)
 

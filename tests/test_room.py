@@ -37,6 +37,7 @@ from securechat.room import (
     Post,
     RoomRules,
     RoomSettings,
+    Signal,
 )
 from securechat.storage import (
     Append,
@@ -123,7 +124,7 @@ async def test_join_gets_history_then_connected(nursery: trio.Nursery) -> None:
     await inbox.send(Join(bob.member, VERIFIER))
     await trio.testing.wait_all_tasks_blocked()
     assert alice.frames() == [
-        {"type": "history", "messages": []},
+        {"type": "history", "cap": 3, "messages": []},
         {"type": "system", "event": "connected", "clientId": "alice", "participants": ["alice"]},
         {
             "type": "system",
@@ -250,7 +251,7 @@ async def test_a_congested_member_pauses_posts_until_it_catches_up(nursery: trio
     assert (await storage.load(ROOM)).last_id == 1
 
 
-EMPTY_HISTORY = '{"type":"history","messages":[]}'  # what the actor would have read
+EMPTY_HISTORY = '{"type":"history","cap":3,"messages":[]}'  # what the actor would have read
 
 
 def apply(rules: RoomRules, command: Command, now_ms: int) -> Outcome:
@@ -260,9 +261,9 @@ def apply(rules: RoomRules, command: Command, now_ms: int) -> Outcome:
     return out
 
 
-def room_of(*names: str) -> tuple[RoomRules, list[Probe]]:
+def room_of(*names: str, settings: RoomSettings = SETTINGS) -> tuple[RoomRules, list[Probe]]:
     """The rules of a room these members have joined, with what joining sent them read."""
-    rules = RoomRules(RoomRecord(), SETTINGS)
+    rules = RoomRules(RoomRecord(), settings)
     probes = [Probe(name, OUTBOX_FRAMES) for name in names]
     for probe in probes:
         apply(rules, Join(probe.member, VERIFIER), 0)
@@ -488,12 +489,112 @@ def test_one_clear_per_room_per_cooldown_whoever_asks() -> None:
     assert [f["type"] for f in alice.frames()] == ["history_cleared", "system"]
 
 
+# ----- signals and a clientId's other connections ----------------------------------
+
+
+def test_a_signal_goes_to_every_other_connection_and_is_never_stored() -> None:
+    rules, (alice, tab1, tab2) = room_of("alice", "bobby", "bobby")
+    out = apply(rules, Signal(tab1.member, IV, "s0"), 1_000)
+    assert out.writes == []
+    assert rules.last_id == 0
+    relayed = {"type": "signal", "from": "bobby", "iv": IV, "ciphertext": "s0"}
+    # The same clientId's other tab gets it; the sending connection does not.
+    for probe in (alice, tab2):
+        assert probe.frames() == [relayed]
+    assert tab1.frames() == []
+    # Encoded once: every recipient gets the very same text.
+    ((recipients, text),) = out.deliveries
+    assert recipients == (alice.member, tab2.member)
+    assert isinstance(text, str)
+    # Alone in the room, a signal goes nowhere and is no error either.
+    lonely, (solo,) = room_of("alone")
+    assert apply(lonely, Signal(solo.member, IV, "s1"), 1_000).deliveries == []
+    assert solo.frames() == []
+
+
+def test_a_congested_room_drops_a_signal_without_a_word() -> None:
+    rules, (alice, bob, carol) = room_of("alice", "bobby", "carol")
+    bob.fall_behind()
+    out = apply(rules, Signal(alice.member, IV, "s0"), 1_000)
+    assert out.deliveries == []
+    assert alice.frames() == []
+    assert carol.frames() == []
+    assert bob.member.backlog == OUTBOX_HIGH_WATER
+    assert [p.member.close_code for p in (alice, bob, carol)] == [None, None, None]
+    # Dropped signals hold no post back: the room's pause budget is untouched.
+    assert rules.paused_ms(2_000) == 0
+    bob.frames()
+    apply(rules, Signal(alice.member, IV, "s1"), 2_000)
+    assert [f["ciphertext"] for f in carol.frames()] == ["s1"]
+    assert [f["ciphertext"] for f in bob.frames()] == ["s1"]
+
+
+def test_signals_count_towards_the_outbox_like_relayed_messages() -> None:
+    rules, (alice, bob) = room_of("alice", "bobby")
+    out = Outcome()
+    for _ in range(OUTBOX_HIGH_WATER + 5):
+        rules.apply(Signal(alice.member, IV, "s"), 1_000, out)
+    out.carry_out(EMPTY_HISTORY)
+    # Once bob's outbox would reach high water, the rest of the batch is dropped.
+    assert len(bob.frames()) == OUTBOX_HIGH_WATER
+
+
+def test_also_connected_goes_only_to_the_client_ids_existing_connections() -> None:
+    roomy = RoomSettings(history_cap=3, max_participants=5)
+    rules, (alice, tab1) = room_of("alice", "bobby", settings=roomy)
+    tab2 = Probe("bobby", OUTBOX_FRAMES)
+    apply(rules, Join(tab2.member, VERIFIER), 1_000)
+    assert tab1.frames() == [
+        {
+            "type": "system",
+            "event": "also_connected",
+            "clientId": "bobby",
+            "participants": ["alice", "bobby"],
+        }
+    ]
+    assert alice.frames() == []  # no "joined" either: bobby was here already
+    assert [f.get("event") for f in tab2.frames()] == [None, "connected"]
+    # A third tab: both earlier ones hear of it, still nobody else.
+    tab3 = Probe("bobby", OUTBOX_FRAMES)
+    apply(rules, Join(tab3.member, VERIFIER), 2_000)
+    for probe in (tab1, tab2):
+        assert [f["event"] for f in probe.frames()] == ["also_connected"]
+    assert alice.frames() == []
+    assert [f.get("event") for f in tab3.frames()] == [None, "connected"]
+    # A first connection of a clientId is a "joined", never an "also_connected".
+    carol = Probe("carol", OUTBOX_FRAMES)
+    apply(rules, Join(carol.member, VERIFIER), 3_000)
+    for probe in (alice, tab1, tab2, tab3):
+        assert [f["event"] for f in probe.frames()] == ["joined"]
+
+
+async def test_a_later_joiner_gets_no_signal_in_its_history(nursery: trio.Nursery) -> None:
+    storage = MemoryStorage()
+    inbox, _ = await start_room(nursery, storage)
+    alice, bob = Probe("alice"), Probe("bobby")
+    await inbox.send(Join(alice.member, VERIFIER))
+    await inbox.send(Join(bob.member, VERIFIER))
+    await inbox.send(Post(alice.member, IV, "c0"))
+    await inbox.send(Signal(alice.member, IV, "s0"))
+    await trio.testing.wait_all_tasks_blocked()
+    assert [f["type"] for f in bob.frames()][-2:] == ["message", "signal"]
+    assert [m.ciphertext for m in await storage.load_history(ROOM)] == ["c0"]
+    late = Probe("later")
+    await inbox.send(Join(late.member, VERIFIER))
+    await trio.testing.wait_all_tasks_blocked()
+    history, connected = late.frames()
+    assert history["cap"] == SETTINGS.history_cap
+    assert [m["ciphertext"] for m in history["messages"]] == ["c0"]
+    assert connected["event"] == "connected"
+
+
 async def test_commands_from_non_members_are_ignored(nursery: trio.Nursery) -> None:
     inbox, _ = await start_room(nursery)
     alice, ghost = Probe("alice"), Probe("ghost")
     await inbox.send(Join(alice.member, VERIFIER))
     await inbox.send(Post(ghost.member, "AAAAAAAAAAAAAAAA", "c0"))
     await inbox.send(ClearRequest(ghost.member))
+    await inbox.send(Signal(ghost.member, IV, "s0"))
     await inbox.send(Leave(ghost.member))
     await trio.testing.wait_all_tasks_blocked()
     assert [f["type"] for f in alice.frames()] == ["history", "system"]

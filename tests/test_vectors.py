@@ -7,9 +7,10 @@ from typing import Any, Final
 
 import msgspec
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from securechat.peer.b64 import b64url_decode, b64url_encode
-from securechat.peer.keys import Plaintext, RoomKeys, hkdf
+from securechat.peer.keys import Plaintext, RoomKeys, SignalBody, hkdf
 from securechat.peer.link import parse_link
 from securechat.protocol import ClientId, RoomId
 
@@ -85,3 +86,36 @@ def test_another_room_cannot_open_it() -> None:
     message = VECTORS["message"]
     other = RoomKeys(b64url_decode(VECTORS["secret"]), RoomId("another-room"))
     assert other.open(message["iv"], message["ciphertext"], ClientId(message["clientId"])) is None
+
+
+def test_the_signal_vector_is_aes_gcm_under_the_message_key_with_its_own_data() -> None:
+    signal = VECTORS["signal"]
+    assert signal["additionalData"] == VECTORS["message"]["additionalData"] + "|signal"
+    aead = AESGCM(bytes.fromhex(VECTORS["messageKeyHex"]))
+    sealed = aead.encrypt(
+        bytes.fromhex(signal["ivHex"]),
+        signal["plaintext"].encode("utf-8"),
+        signal["additionalData"].encode("utf-8"),
+    )
+    assert b64url_encode(sealed) == signal["ciphertext"]
+    assert b64url_encode(bytes.fromhex(signal["ivHex"])) == signal["iv"]
+
+
+def test_seal_signal_gives_the_expected_ciphertext_and_opens_again() -> None:
+    signal = VECTORS["signal"]
+    room, sender = keys(), ClientId(signal["clientId"])
+    assert room.signal_data(sender).decode() == signal["additionalData"]
+    body = msgspec.json.decode(signal["plaintext"], type=SignalBody)
+    assert body == SignalBody(kind="profile", name="Alice")
+    assert msgspec.json.encode(body).decode() == signal["plaintext"]
+    sealed = room.seal_signal(body, sender, iv=bytes.fromhex(signal["ivHex"]))
+    assert (sealed.iv, sealed.ciphertext) == (signal["iv"], signal["ciphertext"])
+    assert room.open_signal(signal["iv"], signal["ciphertext"], sender) == body
+    assert room.open_signal(signal["iv"], signal["ciphertext"], ClientId("mallory")) is None
+
+
+def test_a_signal_never_opens_as_a_message_nor_a_message_as_a_signal() -> None:
+    signal, message = VECTORS["signal"], VECTORS["message"]
+    room, sender = keys(), ClientId("alice01")
+    assert room.open(signal["iv"], signal["ciphertext"], sender) is None
+    assert room.open_signal(message["iv"], message["ciphertext"], sender) is None

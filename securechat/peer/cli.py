@@ -13,11 +13,12 @@ from typing import Final
 
 import trio
 
-from securechat.peer.display import People, clean, json_line, line
+from securechat.peer.display import ALSO_CONNECTED, People, clean, json_line, line
 from securechat.peer.events import (
     Challenged,
     ChatMessage,
     Disconnected,
+    Presence,
     ServerError,
     Stopped,
     Unreadable,
@@ -261,7 +262,12 @@ async def _chat_on(terminal: Screen, link: InviteLink, identity: Identity) -> in
     people = People(identity.client_id, identity.name)
     status = 0
     async with (
-        open_session(link, identity.client_id, name=identity.name) as (session, events),
+        # A person chatting says who they are, even without a name (a page then shows
+        # no stale one); ``send`` and ``tail`` only when they have a name.
+        open_session(link, identity.client_id, name=identity.name, announce=True) as (
+            session,
+            events,
+        ),
         trio.open_nursery() as nursery,
     ):
 
@@ -341,10 +347,9 @@ async def _send(link: InviteLink, identity: Identity, text: str, give_up_after: 
     """
     last = "no answer"
     with trio.move_on_after(give_up_after):
-        async with open_session(link, identity.client_id, name=identity.name) as (
-            session,
-            events,
-        ):
+        async with open_session(
+            link, identity.client_id, name=identity.name, announce=identity.name is not None
+        ) as (session, events):
             mid = await session.send_text(text)
             async for event in events:
                 match event:
@@ -364,11 +369,17 @@ async def _send(link: InviteLink, identity: Identity, text: str, give_up_after: 
 
 
 async def _tail(link: InviteLink, identity: Identity) -> int:
-    async with open_session(link, identity.client_id) as (session, events):
+    people = People(identity.client_id, identity.name)
+    async with open_session(
+        link, identity.client_id, name=identity.name, announce=identity.name is not None
+    ) as (session, events):
         async for event in events:
+            people.learn(event)
             match event:
                 case ChatMessage():
-                    _say(json_line(event))
+                    _say(json_line(event, people.name(event.sender)))
+                case Presence(event="also_connected"):
+                    _note(ALSO_CONNECTED)
                 case Unreadable(id=message_id, sender=sender):
                     _note(f"message {message_id} from {clean(sender)} could not be decrypted")
                 case Stopped(reason=reason):

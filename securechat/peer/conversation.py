@@ -2,8 +2,9 @@
 
 ``Conversation`` decrypts, dedupes by ``mid`` (and by ``id`` for messages that do
 not decrypt), orders a history batch by ``id``, and keeps our own messages pending
-until the server echoes them. It never blocks and never raises on server input;
-the session around it owns the socket, the clock and the retries.
+until the server echoes them; it opens signals and reports profiles. It never
+blocks and never raises on server input; the session around it owns the socket,
+the clock and the retries.
 """
 
 import time
@@ -20,10 +21,18 @@ from securechat.peer.events import (
     Cleared,
     Event,
     Presence,
+    Profile,
     ServerError,
     Unreadable,
 )
-from securechat.peer.keys import Plaintext, RoomKeys, check_outgoing, new_mid
+from securechat.peer.keys import (
+    PROFILE,
+    Plaintext,
+    RoomKeys,
+    SignalBody,
+    check_outgoing,
+    new_mid,
+)
 from securechat.peer.pow import MAX_CHALLENGE_BITS
 from securechat.protocol import (
     Challenge,
@@ -33,6 +42,7 @@ from securechat.protocol import (
     HistoryCleared,
     MessageOut,
     ServerMessage,
+    SignalOut,
     System,
     decode_server,
 )
@@ -155,6 +165,20 @@ class Conversation:
                 return [ServerError(code, message)]
             case Challenge(challenge=challenge, bits=bits):
                 return [_challenged(challenge, bits)]
+            case SignalOut(sender=sender, iv=iv, ciphertext=ciphertext):
+                return self._signal(sender, iv, ciphertext)
+
+    def profile_frame(self) -> str:
+        """A ``profile`` signal saying who we are: our name, or no name."""
+        return self._signal_frame(SignalBody(kind=PROFILE, name=self.name))
+
+    def _signal(self, sender: ClientId, iv: str, ciphertext: str) -> list[Event]:
+        """A ``profile`` becomes an event; other kinds (``typing``) and signals that
+        do not open are dropped without a word, as docs/protocol.md asks."""
+        body = self.keys.open_signal(iv, ciphertext, sender)
+        if body is None or body.kind != PROFILE:
+            return []
+        return [Profile(sender, body.name or None)]
 
     def _message(self, envelope: MessageOut, from_history: bool) -> Event | None:
         if not self._seen.add(("id", envelope.id)):
@@ -182,6 +206,11 @@ class Conversation:
     def _frame(self, plaintext: Plaintext) -> str:
         sealed = self.keys.seal(plaintext, self.client_id)
         envelope = {"type": "message", "iv": sealed.iv, "ciphertext": sealed.ciphertext}
+        return _encoder.encode(envelope).decode()
+
+    def _signal_frame(self, body: SignalBody) -> str:
+        sealed = self.keys.seal_signal(body, self.client_id)
+        envelope = {"type": "signal", "iv": sealed.iv, "ciphertext": sealed.ciphertext}
         return _encoder.encode(envelope).decode()
 
 

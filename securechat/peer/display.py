@@ -21,6 +21,7 @@ from securechat.peer.events import (
     Disconnected,
     Event,
     Presence,
+    Profile,
     ServerError,
     Stopped,
     Unreadable,
@@ -30,6 +31,7 @@ from securechat.peer.keys import MAX_NAME_CHARS
 # C0 and C1 controls but newline and tab, DEL, and the bidi embeddings and isolates.
 _UNSAFE: Final = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 UNREADABLE_TEXT: Final = "[a message that could not be decrypted]"
+ALSO_CONNECTED: Final = "your id is also connected elsewhere"
 MAX_KNOWN_NAMES: Final = 1_000  # names remembered by clientId: far past a room's participants
 
 
@@ -61,9 +63,10 @@ def who(sender: str, name: str | None, own: bool = False) -> str:
 class People:
     """Who is who in one room, for lines about them: ``Alice (a1b2c3) (you)``.
 
-    A name is learnt from the last message each clientId sent (it is what that
-    peer calls itself; a peer cannot sign as another clientId, the additional data
-    binds the sender). Ours is the one we were given.
+    A name is learnt from the last message or profile signal each clientId sent
+    (it is what that peer calls itself; a peer cannot sign as another clientId,
+    the additional data binds the sender). A profile without a name forgets it.
+    Ours is the one we were given.
     """
 
     def __init__(self, me: str, name: str | None = None) -> None:
@@ -73,11 +76,26 @@ class People:
             self._names[me] = name
 
     def learn(self, event: Event) -> None:
-        if isinstance(event, ChatMessage) and event.name and event.sender != self.me:
-            self._names[event.sender] = event.name
-            self._names.move_to_end(event.sender)
-            if len(self._names) > MAX_KNOWN_NAMES:
-                self._names.popitem(last=False)
+        match event:
+            case ChatMessage(sender=sender, name=name) if name and sender != self.me:
+                self._remember(sender, name)
+            case Profile(client_id=client_id, name=name) if client_id != self.me:
+                if name:
+                    self._remember(client_id, name)
+                else:
+                    self._names.pop(client_id, None)
+            case _:
+                pass
+
+    def _remember(self, client_id: str, name: str) -> None:
+        self._names[client_id] = name
+        self._names.move_to_end(client_id)
+        if len(self._names) > MAX_KNOWN_NAMES:
+            self._names.popitem(last=False)
+
+    def name(self, client_id: str) -> str | None:
+        """The name ``client_id`` last gave itself, if any (not cleaned)."""
+        return self._names.get(client_id)
 
     def label(self, client_id: str) -> str:
         return who(client_id, self._names.get(client_id), client_id == self.me)
@@ -101,7 +119,8 @@ def line(event: Event, me: str, people: People | None = None) -> str | None:
     match event:
         case ChatMessage():
             body = clean(event.text).replace("\n", "\n    ")
-            return f"[{when(event.sent_at)}] {who(event.sender, event.name, event.own)}: {body}"
+            name = event.name or people.name(event.sender)
+            return f"[{when(event.sent_at)}] {who(event.sender, name, event.own)}: {body}"
         case Unreadable():
             return f"[{when(event.sent_at)}] {clean(event.sender)}: {UNREADABLE_TEXT}"
         case Presence(event="connected", participants=participants):
@@ -112,19 +131,23 @@ def line(event: Event, me: str, people: People | None = None) -> str | None:
             return f"* {people.label(client_id)} joined"
         case Presence(event="left", client_id=client_id):
             return f"* {people.label(client_id)} left"
+        case Presence(event="also_connected"):
+            return f"* {ALSO_CONNECTED}"
         case Cleared(by=by):
             return f"* the history was cleared by {people.label(by)}"
         case ServerError(code=code, message=message):
             return f"! the server dropped a frame: {clean(message)} ({clean(code)})"
         case Disconnected(reason=reason, retry_in=retry_in):
             return f"! {clean(reason)}; reconnecting in {retry_in:.1f} s"
-        case Challenged() | Stopped():
-            return None
+        case Challenged() | Stopped() | Profile():
+            return None  # a profile shows in the lines about that person
     return None
 
 
-def json_line(message: ChatMessage) -> str:
+def json_line(message: ChatMessage, known_name: str | None = None) -> str:
     """``{"id","from","sentAt","name","text"}`` on one line (newlines escaped).
+
+    ``name`` is the message's own, else ``known_name`` (from the sender's profile).
 
     JSON escapes C0 controls itself; the other characters ``clean`` replaces are
     escaped too (``\\u009b``), so the line is safe on a terminal and loses nothing.
@@ -133,7 +156,7 @@ def json_line(message: ChatMessage) -> str:
         "id": message.id,
         "from": message.sender,
         "sentAt": message.sent_at,
-        "name": message.name,
+        "name": message.name or known_name,
         "text": message.text,
     }
     return _UNSAFE.sub(_escape, json.dumps(record, ensure_ascii=False))

@@ -36,11 +36,28 @@ class Unreadable:
 @final
 @dataclass(frozen=True, slots=True)
 class Presence:
-    """Someone came or went; ``connected`` is us, after every (re)connect."""
+    """Someone came or went; ``connected`` is us, after every (re)connect.
 
-    event: Literal["connected", "joined", "left"]
+    ``also_connected``: another connection joined under our clientId (the same id
+    used in another terminal or browser tab); the participants are unchanged.
+    """
+
+    event: Literal["connected", "joined", "left", "also_connected"]
     client_id: ClientId
     participants: tuple[ClientId, ...]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """``client_id`` said who it is in a signal: its display name, or None for none.
+
+    Signals are never stored, so this comes only live: when someone connects,
+    when we do, and when a name changes.
+    """
+
+    client_id: ClientId
+    name: str | None
 
 
 @final
@@ -100,6 +117,7 @@ Event = (
     ChatMessage
     | Unreadable
     | Presence
+    | Profile
     | Cleared
     | ServerError
     | Challenged

@@ -12,12 +12,16 @@ A message is AES-GCM with a fresh random 12-byte IV and additional data
 ``{"text", "mid", "ts", "name"?}``. The additional data binds a ciphertext to its
 room and its sender: the server cannot replay it into another room or relay it as
 someone else's without the receiver's decryption failing.
+
+A signal (relayed, never stored: a profile, or a note that someone is typing) is
+sealed the same way, with ``|signal`` appended to the additional data, so that
+the server can never make a signal open as a message, or a message as a signal.
 """
 
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import Final, final
+from typing import Final, TypeVar, final
 
 import msgspec
 from cryptography.exceptions import InvalidTag
@@ -48,8 +52,24 @@ class Plaintext(msgspec.Struct, frozen=True, omit_defaults=True):
     name: str | None = None
 
 
+class SignalBody(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The decrypted body of a signal. Unknown fields are ignored when decoding.
+
+    ``kind`` is ``profile`` (with ``name``, absent for no name) or ``typing``;
+    receivers ignore kinds they do not know.
+    """
+
+    kind: str
+    name: str | None = None
+
+
+PROFILE: Final = "profile"
+TYPING: Final = "typing"
+
 _plaintext_decoder: Final[msgspec.json.Decoder[Plaintext]] = msgspec.json.Decoder(Plaintext)
+_signal_decoder: Final[msgspec.json.Decoder[SignalBody]] = msgspec.json.Decoder(SignalBody)
 _encoder: Final = msgspec.json.Encoder()
+Body = TypeVar("Body", Plaintext, SignalBody)
 
 
 def utf16_length(text: str) -> int:
@@ -113,15 +133,20 @@ class RoomKeys:
     def additional_data(self, sender: ClientId) -> bytes:
         return f"securechat/v1|{self.room_id}|{sender}".encode()
 
+    def signal_data(self, sender: ClientId) -> bytes:
+        """A signal's additional data: a message's, with ``|signal`` appended."""
+        return self.additional_data(sender) + b"|signal"
+
     def seal(self, plaintext: Plaintext, sender: ClientId, iv: bytes | None = None) -> Sealed:
         """Encrypt ``plaintext`` as sent by ``sender``, with a fresh random IV.
 
         ``iv`` is for test vectors only: reusing an IV under one key breaks AES-GCM.
         """
-        iv = os.urandom(IV_BYTES) if iv is None else iv
-        body = _encoder.encode(plaintext)
-        ciphertext = self._aead.encrypt(iv, body, self.additional_data(sender))
-        return Sealed(b64url_encode(iv), b64url_encode(ciphertext))
+        return self._seal(plaintext, self.additional_data(sender), iv)
+
+    def seal_signal(self, body: SignalBody, sender: ClientId, iv: bytes | None = None) -> Sealed:
+        """Encrypt a signal as sent by ``sender``; ``iv`` as for ``seal``."""
+        return self._seal(body, self.signal_data(sender), iv)
 
     def open(self, iv: str, ciphertext: str, sender: ClientId) -> Plaintext | None:
         """Decrypt a relayed message from ``sender``; None if it does not open.
@@ -130,14 +155,28 @@ class RoomKeys:
         misattributed ciphertext, a bad IV, or a body that is not the plaintext
         JSON all give None, which the caller shows as an unreadable message.
         """
+        return self._open(iv, ciphertext, self.additional_data(sender), _plaintext_decoder)
+
+    def open_signal(self, iv: str, ciphertext: str, sender: ClientId) -> SignalBody | None:
+        """Decrypt a relayed signal from ``sender``; None if it does not open.
+
+        Error handling: as ``open``; the caller drops a signal that gives None.
+        """
+        return self._open(iv, ciphertext, self.signal_data(sender), _signal_decoder)
+
+    def _seal(self, body: Plaintext | SignalBody, aad: bytes, iv: bytes | None) -> Sealed:
+        iv = os.urandom(IV_BYTES) if iv is None else iv
+        ciphertext = self._aead.encrypt(iv, _encoder.encode(body), aad)
+        return Sealed(b64url_encode(iv), b64url_encode(ciphertext))
+
+    def _open(
+        self, iv: str, ciphertext: str, aad: bytes, decoder: msgspec.json.Decoder[Body]
+    ) -> Body | None:
         try:
             raw_iv = b64url_decode(iv)
             if len(raw_iv) != IV_BYTES:
                 return None
-            body = self._aead.decrypt(
-                raw_iv, b64url_decode(ciphertext), self.additional_data(sender)
-            )
-            return _plaintext_decoder.decode(body)
+            return decoder.decode(self._aead.decrypt(raw_iv, b64url_decode(ciphertext), aad))
         except (ValueError, InvalidTag, msgspec.DecodeError):
             # msgspec.ValidationError is a DecodeError; a malformed tag, IV or
             # base64url is a ValueError.

@@ -18,6 +18,10 @@ Close codes decide what happens when a connection ends:
 A ``challenge`` (a new room while the server's budget for new rooms is spent)
 is reported as ``Challenged``, solved in place and answered with a second hello.
 
+A session that announces itself sends a ``profile`` signal after each
+``connected`` and whenever someone else joins, so names are known before anyone
+speaks.
+
 All tasks live in the nursery of ``open_session``; leaving its ``async with``
 cancels them and closes the socket.
 """
@@ -111,8 +115,10 @@ class Session:
         conversation: Conversation,
         events: trio.MemorySendChannel[Event],
         backoff: Backoff,
+        announce: bool = False,
     ) -> None:
         self._link = link
+        self._announce = announce
         self.conversation: Final = conversation
         self._events = events
         self._backoff = backoff
@@ -244,6 +250,16 @@ class Session:
                 # The history came first, so what the server has is no longer pending.
                 for resend in self.conversation.resend_frames():
                     await ws.send_message(resend)
+                if self._announce:
+                    await ws.send_message(self.conversation.profile_frame())
+            elif (
+                isinstance(event, Presence)
+                and event.event == "joined"
+                and event.client_id != self.client_id
+                and self._announce
+            ):
+                # The newcomer missed our earlier profile: signals are never stored.
+                await ws.send_message(self.conversation.profile_frame())
             elif (
                 isinstance(event, ServerError)
                 and event.code == "rate_limited"
@@ -303,9 +319,13 @@ async def open_session(
     client_id: ClientId,
     *,
     name: str | None = None,
+    announce: bool = False,
     backoff: Backoff = Backoff(),  # frozen: sharing it is safe
 ) -> AsyncIterator[tuple[Session, trio.MemoryReceiveChannel[Event]]]:
     """Join the room of ``link`` as ``client_id``; yield the session and its events.
+
+    With ``announce``, the session tells the room who it is (``name``, or no name)
+    in a profile signal on connecting and whenever someone else joins.
 
     Resource handling: the connection task runs in a nursery owned by this context
     manager; leaving it cancels the task and closes the socket.
@@ -315,7 +335,7 @@ async def open_session(
     """
     conversation = Conversation(RoomKeys(link.secret, link.room_id), client_id, name)
     send, receive = trio.open_memory_channel[Event](EVENT_BUFFER)
-    session = Session(link, conversation, send, backoff)
+    session = Session(link, conversation, send, backoff, announce)
     with receive:  # closed without a checkpoint (see ``Session.run``)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(session.run)
