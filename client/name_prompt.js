@@ -51,7 +51,7 @@ export function namePrompt({ maxLength, done }) {
     h(
       "p",
       { id: "first-name-help", class: "hint" },
-      `Optional, up to ${maxLength} characters. It travels encrypted; without one, others see your short id. The menu's “Your name…” changes it later.`,
+      `Optional, up to ${maxLength} characters. It travels encrypted; without one, others see your short id. Change it any time with “Your name…”.`,
     ),
   );
   return { el, input, dismiss: () => (answered = true) };
