@@ -73,7 +73,12 @@ async function makeRecord(roomId, secret, existing) {
   const { key, token } = await deriveRoomKeys(b64urlDecode(secret), roomId);
   // Opening the link again keeps what this browser knew of the room (name, settings,
   // the mids it sent); only the keys come from the link.
-  return { ...existing, roomId, key, token, secret, clientId: existing?.clientId || newClientId() };
+  const record = { ...existing, roomId, key, token, secret, clientId: existing?.clientId || newClientId() };
+  if (!existing) {
+    record.sentMids = []; // a new record knows all it sends from the start (mine.js)
+    record.askName = true; // first time in this browser: offer to choose a name
+  }
+  return record;
 }
 
 // ----- /room/<roomId> --------------------------------------------------------------

@@ -76,6 +76,10 @@ export function parseServer(data) {
         : null;
     case "history_cleared":
       return typeof envelope.by === "string" ? envelope : null;
+    case "signal": // opened (or dropped) by signals.js
+      return typeof envelope.from === "string" && typeof envelope.iv === "string" && typeof envelope.ciphertext === "string"
+        ? { type: "signal", from: envelope.from, iv: envelope.iv, ciphertext: envelope.ciphertext }
+        : null;
     case "error":
       return typeof envelope.code === "string" ? envelope : null;
     case "challenge": {

@@ -20,6 +20,8 @@ import { notificationDialog } from "/notify_settings.js";
 import { markPresence } from "/presence.js";
 import { RoomConnection, roomFullText } from "/protocol.js";
 import { closePopover } from "/popovers.js";
+import { ELSEWHERE } from "/people.js";
+import { RoomPeople } from "/room_people.js";
 import { buildRoomView } from "/room_view.js";
 import { forgetRoom, saveRoom } from "/store.js";
 import {
@@ -52,7 +54,8 @@ export class Room {
     this.entries = []; // shown messages: confirmed ones by id, then pending in send order
     this.byMid = new Map();
     this.seenIds = new Set();
-    this.names = new Map(); // clientId -> display name learned from their messages
+    this.persons = new RoomPeople(this); // names, presence lines, our own messages, typing
+    this.names = this.persons.roster.names; // clientId -> display name from messages and profiles
     this.participants = [];
     this.unread = 0;
     this.inbox = Promise.resolve(); // server envelopes, handled strictly in order
@@ -107,7 +110,10 @@ export class Room {
           forget: () => this.forget(),
           notifications: () => this.notificationSettings(),
           send: () => this.sendFromComposer(),
-          typed: () => this.updateCounter(),
+          typed: () => {
+            this.updateCounter();
+            this.persons.typed();
+          },
         },
       }),
     );
@@ -126,6 +132,7 @@ export class Room {
       );
     }
     this.input.focus();
+    this.persons.attach();
   }
 
   // ----- connection state ----------------------------------------------------------
@@ -223,6 +230,9 @@ export class Room {
       case "system":
         this.handleSystem(envelope);
         break;
+      case "signal":
+        await this.persons.onSignal(envelope);
+        break;
       case "history_cleared":
         this.removeConfirmed(() => true);
         this.cache.clear();
@@ -269,15 +279,18 @@ export class Room {
     this.seenIds.add(envelope.id);
     if (live) this.activity.touch();
     const plain = await openMessage(this.record.key, this.roomId, envelope.from, envelope.iv, envelope.ciphertext);
-    const mine = envelope.from === this.clientId;
+    // From our clientId is not enough to be ours: only a mid this browser sent is.
+    const fromMe = envelope.from === this.clientId;
     if (!plain) {
-      const unreadable = { id: envelope.id, from: envelope.from, sentAt: envelope.sentAt, mine, unreadable: true };
+      const unreadable = { id: envelope.id, from: envelope.from, sentAt: envelope.sentAt, mine: false, elsewhere: fromMe, unreadable: true };
       this.insert(unreadable, live);
       this.cache.remember(unreadable);
       return;
     }
     if (plain.name) plain.name = cleanName(plain.name);
-    if (plain.name) this.names.set(envelope.from, plain.name);
+    if (plain.name) this.persons.learnName(envelope.from, plain.name);
+    const mine = fromMe && (await this.persons.isMine(plain.mid, envelope.sentAt));
+    if (live) this.persons.messageShown(envelope.from);
     const known = this.byMid.get(plain.mid);
     if (known) {
       if (known.pending && mine) {
@@ -293,7 +306,7 @@ export class Room {
       }
       return; // a mid shown once, whatever the server replays
     }
-    const entry = { id: envelope.id, from: envelope.from, sentAt: envelope.sentAt, mine, ...plain };
+    const entry = { id: envelope.id, from: envelope.from, sentAt: envelope.sentAt, mine, elsewhere: fromMe && !mine, ...plain };
     this.insert(entry, live);
     this.cache.remember(entry);
     if (live && !mine) {
@@ -311,11 +324,17 @@ export class Room {
     this.renderPeople();
     const who = envelope.clientId === this.clientId ? "You" : bdi(this.displayName(envelope.clientId));
     switch (envelope.event) {
+      case "connected":
+        this.persons.connected();
+        break;
       case "joined":
-        this.systemLine([who, " joined"]);
+        this.persons.joined(envelope.clientId);
         break;
       case "left":
-        this.systemLine([who, " left"]);
+        this.persons.left(envelope.clientId);
+        break;
+      case "also_connected":
+        this.persons.alsoConnected();
         break;
       case "cleared":
         this.systemLine([who, " cleared the history"]);
@@ -396,11 +415,12 @@ export class Room {
   renderMessage(entry) {
     const classes = ["message", entry.mine ? "mine" : "theirs", colourClass(entry.from)];
     if (entry.unreadable) classes.push("unreadable");
+    if (entry.elsewhere) classes.push("elsewhere");
     const el = h("li", { class: classes.join(" "), "data-from": entry.from });
     const time = h("time", { datetime: new Date(entry.sentAt).toISOString(), title: formatDateTime(entry.sentAt) }, formatTime(entry.sentAt));
     // A name (it travels encrypted) with the short id beside it; without a name,
     // the short id alone, in the sender's colour.
-    const name = entry.mine ? "You" : entry.name || this.names.get(entry.from);
+    const name = entry.mine ? "You" : entry.elsewhere ? ELSEWHERE : entry.name || this.names.get(entry.from);
     const withId = name && !entry.mine;
     const meta = h(
       "p",
@@ -456,8 +476,7 @@ export class Room {
     return name ? `${name} (${shortId(clientId)})` : shortId(clientId);
   }
 
-  systemLine(text) {
-    const now = Date.now();
+  systemLine(text, now = Date.now()) {
     const line = h("li", { class: "system" }, text, " · ", h("time", { datetime: new Date(now).toISOString() }, formatTime(now)));
     // Before any pending messages, which are still on their way.
     const firstPending = this.entries.find((entry) => entry.pending);
@@ -470,6 +489,7 @@ export class Room {
       },
       { quiet: true },
     );
+    return line;
   }
 
   renderPeople() {
@@ -529,6 +549,7 @@ export class Room {
       name: this.record.name || null,
       delivery: this.connection.isOpen ? "sending" : "queued",
     };
+    this.persons.sending(entry);
     this.insert(entry);
     this.input.value = "";
     this.updateCounter();
@@ -555,12 +576,15 @@ export class Room {
   }
 
   /** Cached messages (client/cache.js), shown before the server's history. */
-  showCached(entries) {
+  async showCached(entries) {
     for (const cached of entries) {
       if (this.seenIds.has(cached.id) || (cached.mid && this.byMid.has(cached.mid))) continue;
       this.seenIds.add(cached.id);
       if (cached.name) this.names.set(cached.from, cached.name);
-      this.insert({ ...cached, mine: cached.from === this.clientId }, false);
+      // Ours only if this browser sent its mid, as for what the server sends.
+      const fromMe = cached.from === this.clientId;
+      const mine = fromMe && !cached.unreadable && (await this.persons.isMine(cached.mid, cached.sentAt));
+      this.insert({ ...cached, mine, elsewhere: fromMe && !mine }, false);
     }
     if (entries.length) this.follow.toEnd();
   }
@@ -606,9 +630,17 @@ export class Room {
     this.closeMenu();
     const name = await nameDialog(this.record.name, MAX_NAME);
     if (name === null) return;
+    await this.useName(name);
+  }
+
+  /** Set (or with "" remove) our name, from the menu or the first-time prompt. */
+  async useName(name) {
     if (name) this.record.name = cleanName(name);
     else delete this.record.name;
+    delete this.record.askName; // a name chosen is the first-time question answered
+    this.persons.answeredName();
     const stored = await saveRoom(this.record);
+    this.persons.nameChanged();
     this.renderPeople();
     this.systemLine(name ? ["Your messages now show the name “", bdi(this.record.name), "”"] : "Your messages now show only your short id");
     if (!stored) this.notify("Your name is kept in this tab only: this browser refused to store it.");
