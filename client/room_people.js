@@ -155,12 +155,12 @@ export class RoomPeople {
 
   /** The composer changed. */
   typed() {
-    this.typingSender.typed(this.room.input.value, this.typingOn);
+    const last = this.room.entries[this.room.entries.length - 1]; // pending ones are last
+    this.typingSender.typed(this.room.input.value, this.typingOn, Boolean(last?.pending));
   }
 
-  /** Our new message: remember its mid (before it goes out), and it ends the typing. */
+  /** Our new message: remember its mid (before it goes out). */
   sending(entry) {
-    this.typingSender.reset();
     if (this.room.record.askName) delete this.room.record.askName; // chatting without a name is an answer too
     const own = this.own;
     this.room.outbox = this.room.outbox.then(() => own.add(entry.mid)).catch(() => {});

@@ -22,19 +22,20 @@ export class TypingSender {
     this.lastSent = 0;
   }
 
-  /** The composer changed: send if it holds text, it is on, and it is time. */
-  typed(text, enabled) {
-    if (!enabled || !text.trim()) return;
+  /**
+   * The composer changed: send if it holds text, it is on, and it is time. Never
+   * more often, not even after a message: a signal takes a token from the same
+   * rate-limit bucket as messages, and must never be why a message is refused.
+   * `busy` (our messages still on their way) holds it back for the same reason.
+   */
+  typed(text, enabled, busy = false) {
+    if (!enabled || busy || !text.trim()) return;
     const now = Date.now();
     if (now - this.lastSent < TYPING_EVERY_MS) return;
     this.lastSent = now;
     this.send();
   }
 
-  /** A message was sent: the next one's first keystroke says so at once. */
-  reset() {
-    this.lastSent = 0;
-  }
 }
 
 /** The "… is typing…" line. */
