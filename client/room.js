@@ -11,25 +11,24 @@ import { MAX_NAME, MAX_TEXT, newMid, openMessage, sealMessage } from "/crypto.js
 import { fillFingerprint } from "/fingerprint.js";
 import { MAX_RENDERED, clampTime, errorText, insertionIndex } from "/guard.js";
 import { HistoryNotice, olderMissing } from "/history.js";
-import { Deliveries, drawDelivery } from "/pending.js";
+import { Deliveries } from "/pending.js";
 import { showInviteDialog } from "/invite.js";
-import { linkify } from "/links.js";
 import { ListLayout } from "/list_layout.js";
 import { Notifier } from "/notify.js";
 import { notificationDialog } from "/notify_settings.js";
 import { markPresence } from "/presence.js";
-import { RoomConnection, roomFullText } from "/protocol.js";
+import { RoomConnection } from "/protocol.js";
 import { closePopover } from "/popovers.js";
-import { ELSEWHERE } from "/people.js";
 import { RoomPeople } from "/room_people.js";
+import { renderMark, renderMessage } from "/message_view.js";
 import { buildRoomView } from "/room_view.js";
+import { drawStatus } from "/room_status.js";
 import { forgetRoom, saveRoom } from "/store.js";
 import {
   TITLE,
   colourClass,
   confirmDialog,
   copyText,
-  formatDateTime,
   formatTime,
   h,
   inviteLink,
@@ -138,71 +137,7 @@ export class Room {
   // ----- connection state ----------------------------------------------------------
 
   setStatus(status) {
-    this.status = status;
-    clearInterval(this.countdown);
-    this.statusLine.dataset.state = status.state;
-    replace(this.statusAction);
-    this.statusDetail.textContent = "";
-    if (status.state !== "open") this.deliveries.disconnected(this.entries);
-    switch (status.state) {
-      case "connecting":
-        this.statusText.textContent = "Connecting…";
-        break;
-      case "securing": // a new room on a busy server: the page works a moment first
-        this.statusText.textContent = "Securing the room…";
-        break;
-      case "open":
-        // Pending messages go out once the history is read (handleHistory).
-        this.statusText.textContent = "Connected, end-to-end encrypted";
-        break;
-      case "waiting": {
-        const full = status.code === 4409; // the room is full: it says so, and retries on its own
-        this.statusText.textContent = status.text ? `Disconnected. ${status.text}` : "Disconnected.";
-        if (full) this.statusText.textContent = roomFullText(this.participants.length);
-        const tick = () => {
-          const seconds = Math.max(0, Math.ceil((status.retryAt - Date.now()) / 1000));
-          this.statusDetail.textContent = `Trying again in ${seconds} s.`;
-        };
-        tick();
-        this.countdown = setInterval(tick, 1000);
-        this.statusAction.append(this.actionButton(full ? "Try now" : "Reconnect now", () => this.connection.reconnectNow()));
-        break;
-      }
-      case "stopped":
-        if (status.code === 4401) {
-          document.body.dataset.closeCode = "4401";
-          this.showWrongKey();
-          return;
-        }
-        this.statusText.textContent = status.text;
-        if (status.fatal) {
-          this.statusAction.append(this.actionButton("Forget this room", () => this.forget()));
-          this.input.disabled = true;
-          this.sendButton.disabled = true;
-        } else {
-          this.statusAction.append(this.actionButton("Reconnect", () => this.connection.reconnectNow({ manual: true })));
-        }
-        break;
-    }
-    document.body.dataset.connection = status.state;
-    markPresence(this.people, this.participants.length, status.state === "open");
-    if (status.code) document.body.dataset.closeCode = String(status.code);
-  }
-
-  /** The key does not open this room: a full-page explanation, as for a damaged link. */
-  showWrongKey() {
-    showProblem(
-      "This link's key does not match this room",
-      [
-        "The server refused the key in this link for this room, so nothing here can be read or sent. The link may be mistyped or incomplete.",
-        "Ask for the invite link again and open it exactly as you received it. Forget this room to remove the wrong key from this browser.",
-      ],
-      [h("button", { type: "button", class: "button", onclick: () => this.forget() }, "Forget this room"), newChatLink()],
-    );
-  }
-
-  actionButton(label, onclick) {
-    return h("button", { type: "button", class: "link-button", onclick }, label);
+    drawStatus(this, status);
   }
 
   /** A quiet note under the header (errors from the server, storage problems). */
@@ -413,56 +348,11 @@ export class Room {
   }
 
   renderMessage(entry) {
-    const classes = ["message", entry.mine ? "mine" : "theirs", colourClass(entry.from)];
-    if (entry.unreadable) classes.push("unreadable");
-    if (entry.elsewhere) classes.push("elsewhere");
-    const el = h("li", { class: classes.join(" "), "data-from": entry.from });
-    const time = h("time", { datetime: new Date(entry.sentAt).toISOString(), title: formatDateTime(entry.sentAt) }, formatTime(entry.sentAt));
-    // A name (it travels encrypted) with the short id beside it; without a name,
-    // the short id alone, in the sender's colour.
-    const name = entry.mine ? "You" : entry.elsewhere ? ELSEWHERE : entry.name || this.names.get(entry.from);
-    const withId = name && !entry.mine;
-    const meta = h(
-      "p",
-      { class: "meta" },
-      bdi(name || shortId(entry.from), { class: "sender" }),
-      " ",
-      withId ? bdi(shortId(entry.from), { class: "cid", title: `Sender id ${cleanName(entry.from)}` }) : null,
-      withId ? " " : null,
-      time,
-    );
-    if (entry.unreadable) {
-      el.append(
-        meta,
-        h("p", { class: "text" }, "This message could not be decrypted. It was sent with another key, or changed on the way."),
-      );
-    } else {
-      el.dataset.mid = entry.mid;
-      el.append(meta, h("p", { class: "text", dir: "auto" }, linkify(entry.text)));
-    }
-    if (entry.mine) {
-      entry.markEl = h("span", { class: "mark" });
-      meta.append(" ", entry.markEl);
-      this.renderMark(entry, el);
-    }
-    return el;
+    return renderMessage(entry, this.names, (el) => this.renderMark(entry, el));
   }
 
   renderMark(entry, el = entry.el) {
-    if (!entry.markEl) return;
-    el.classList.toggle("pending", Boolean(entry.pending));
-    if (entry.pending) {
-      drawDelivery(entry, el, entry.markEl, { retry: () => this.retry(entry), remove: () => this.removePending(entry) });
-    } else {
-      delete el.dataset.delivery;
-      entry.markEl.textContent = "Sent";
-    }
-    if (!entry.pending) {
-      const time = el.querySelector("time");
-      time.dateTime = new Date(entry.sentAt).toISOString();
-      time.title = formatDateTime(entry.sentAt);
-      time.textContent = formatTime(entry.sentAt);
-    }
+    renderMark(entry, el, { retry: () => this.retry(entry), remove: () => this.removePending(entry) });
     this.layout.marked(entry, el);
   }
 
