@@ -37,9 +37,10 @@ export function dayLabel(start, now = Date.now()) {
 }
 
 export class Dividers {
-  /** `entries()` returns the Room's ordered list of shown messages. */
-  constructor(entries) {
+  /** `entries()` returns the Room's ordered list; `unreadGone(entry)` runs when the unread divider above `entry` goes. */
+  constructor(entries, unreadGone = () => {}) {
     this.entries = entries;
+    this.unreadGone = unreadGone;
     this.dated = new Set(); // entries that carry a date divider (at most MAX_RENDERED)
     this.unreadFrom = null; // the entry the "New messages" divider stands above
     this.unreadLine = h("li", { class: "divider unread-divider" }, h("span", {}, "New messages"));
@@ -62,7 +63,11 @@ export class Dividers {
       time.textContent = dayLabel(start);
       entry.dayLine.dataset.day = String(start);
       this.dated.add(entry);
-      entry.el.before(entry.dayLine);
+      // Above the system lines just before it too: they were written today, after
+      // the messages of an earlier day ("Bob joined" reads under "Today").
+      let anchor = entry.el;
+      while (anchor.previousElementSibling?.classList.contains("system")) anchor = anchor.previousElementSibling;
+      anchor.before(entry.dayLine);
     } else {
       this.dropDay(entry);
     }
@@ -101,8 +106,10 @@ export class Dividers {
   /** The reader has seen where the new messages start: the divider goes. */
   seen() {
     clearTimeout(this.seenTimer);
+    const entry = this.unreadFrom;
     this.unreadFrom = null;
     this.unreadLine.remove();
+    if (entry) this.unreadGone(entry); // nothing between it and the one before: it may join their group
   }
 
   visibilityChanged() {

@@ -12,7 +12,7 @@ export class ListLayout {
   /** `entries()` returns the Room's ordered list: confirmed by id, then pending. */
   constructor(entries) {
     this.entries = entries;
-    this.dividers = new Dividers(entries);
+    this.dividers = new Dividers(entries, (entry) => regroup(entries(), entries().indexOf(entry)));
     this.sent = new SentMark(entries);
   }
 
