@@ -1,4 +1,6 @@
-// The room page: the message list, the people, the menu and the composer.
+// The room page: the message list, the people, the menu and the composer. What
+// the page draws for a message, the status line and the menu's actions live in
+// message_view.js, room_status.js and room_menu.js; people in room_people.js.
 //
 // A Room owns one RoomConnection and is the only writer of what the page shows.
 // Server envelopes are handled strictly in order (decryption is asynchronous),
@@ -7,38 +9,22 @@
 import { ActivityClock } from "/activity.js";
 import { bdi, cleanName } from "/bidi.js";
 import { RoomCache } from "/cache.js";
-import { MAX_NAME, MAX_TEXT, newMid, openMessage, sealMessage } from "/crypto.js";
+import { MAX_TEXT, newMid, openMessage, sealMessage } from "/crypto.js";
 import { fillFingerprint } from "/fingerprint.js";
 import { MAX_RENDERED, clampTime, errorText, insertionIndex } from "/guard.js";
 import { HistoryNotice, olderMissing } from "/history.js";
-import { Deliveries } from "/pending.js";
-import { showInviteDialog } from "/invite.js";
 import { ListLayout } from "/list_layout.js";
+import { renderMark, renderMessage } from "/message_view.js";
 import { Notifier } from "/notify.js";
-import { notificationDialog } from "/notify_settings.js";
+import { Deliveries } from "/pending.js";
 import { markPresence } from "/presence.js";
 import { RoomConnection } from "/protocol.js";
-import { closePopover } from "/popovers.js";
+import { changeName, clearHistory, copyInvite, forgetRoomPage, notificationSettings, showInvite } from "/room_menu.js";
 import { RoomPeople } from "/room_people.js";
-import { renderMark, renderMessage } from "/message_view.js";
-import { buildRoomView } from "/room_view.js";
 import { drawStatus } from "/room_status.js";
-import { forgetRoom, saveRoom } from "/store.js";
-import {
-  TITLE,
-  colourClass,
-  confirmDialog,
-  copyText,
-  formatTime,
-  h,
-  inviteLink,
-  nameDialog,
-  newChatLink,
-  replace,
-  setState,
-  shortId,
-  showProblem,
-} from "/ui.js";
+import { buildRoomView } from "/room_view.js";
+import { saveRoom } from "/store.js";
+import { TITLE, colourClass, formatTime, h, replace, setState, shortId } from "/ui.js";
 
 const RESEND_AFTER_MS = 2000; // a rate-limited message is sent again after this
 const MAX_PENDING = 100; // unconfirmed messages; more means the connection is stuck
@@ -102,12 +88,12 @@ export class Room {
         roomId: this.roomId,
         canCopy: Boolean(this.record.secret),
         actions: {
-          copyInvite: () => this.copyInvite(),
-          showInvite: () => this.showInvite(),
-          changeName: () => this.changeName(),
-          clearHistory: () => this.clearHistory(),
+          copyInvite: () => copyInvite(this),
+          showInvite: () => showInvite(this),
+          changeName: () => changeName(this),
+          clearHistory: () => clearHistory(this),
           forget: () => this.forget(),
-          notifications: () => this.notificationSettings(),
+          notifications: () => notificationSettings(this),
           send: () => this.sendFromComposer(),
           typed: () => {
             this.updateCounter();
@@ -499,29 +485,7 @@ export class Room {
     this.input.focus();
   }
 
-  // ----- room actions --------------------------------------------------------------
-
-  closeMenu() {
-    closePopover(this.menu);
-  }
-
-  async copyInvite() {
-    this.closeMenu();
-    const ok = await copyText(inviteLink(this.roomId, this.record.secret), null);
-    this.notify(ok ? "Invite link copied. Share it only with people who should read this room." : "This browser did not allow copying the link.");
-  }
-
-  showInvite() {
-    this.closeMenu();
-    showInviteDialog(inviteLink(this.roomId, this.record.secret));
-  }
-
-  async changeName() {
-    this.closeMenu();
-    const name = await nameDialog(this.record.name, MAX_NAME);
-    if (name === null) return;
-    await this.useName(name);
-  }
+  // ----- room actions (client/room_menu.js) ------------------------------------------
 
   /** Set (or with "" remove) our name, from the menu or the first-time prompt. */
   async useName(name) {
@@ -536,48 +500,7 @@ export class Room {
     if (!stored) this.notify("Your name is kept in this tab only: this browser refused to store it.");
   }
 
-  async notificationSettings() {
-    this.closeMenu();
-    await notificationDialog(this.alerts, this.roomLabel());
-  }
-
-  async clearHistory() {
-    this.closeMenu();
-    const ok = await confirmDialog({
-      title: "Clear the history?",
-      text: "This deletes the room's saved messages on the server for everyone in it. It cannot be undone.",
-      confirm: "Clear for everyone",
-      danger: true,
-    });
-    if (!ok) return;
-    if (!this.connection.send({ type: "clear_history" })) {
-      this.notify("Not connected, so the history was not cleared. Try again once connected.");
-    }
-  }
-
-  async forget() {
-    this.closeMenu();
-    const ok = await confirmDialog({
-      title: "Forget this room?",
-      text: "This browser deletes its key for this room and leaves it. The messages stay in the room; to come back you need the invite link again.",
-      confirm: "Forget this room",
-      danger: true,
-    });
-    if (!ok) return;
-    this.connection.stop();
-    await this.cache.forget();
-    this.activity.stop();
-    await forgetRoom(this.roomId);
-    document.title = TITLE;
-    showProblem(
-      "Room forgotten",
-      [
-        "This browser no longer has the key for that room. To return, open the invite link again.",
-        // The page cannot reach the browser's global history (client/privacy.js).
-        "The invite link, key included, may still be in this browser's history: delete it there too.",
-      ],
-      [newChatLink()],
-    );
-    setState("forgotten");
+  forget() {
+    return forgetRoomPage(this);
   }
 }
