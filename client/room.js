@@ -1,6 +1,7 @@
 // The room page: the message list, the people, the menu and the composer. What
 // the page draws for a message, the status line and the menu's actions live in
-// message_view.js, room_status.js and room_menu.js; people in room_people.js.
+// message_view.js, room_status.js and room_menu.js; sending in room_send.js;
+// people in room_people.js.
 //
 // A Room owns one RoomConnection and is the only writer of what the page shows.
 // Server envelopes are handled strictly in order (decryption is asynchronous),
@@ -9,7 +10,7 @@
 import { ActivityClock } from "/activity.js";
 import { bdi, cleanName } from "/bidi.js";
 import { RoomCache } from "/cache.js";
-import { MAX_TEXT, newMid, openMessage, sealMessage } from "/crypto.js";
+import { MAX_TEXT, openMessage } from "/crypto.js";
 import { fillFingerprint } from "/fingerprint.js";
 import { MAX_RENDERED, clampTime, errorText, insertionIndex } from "/guard.js";
 import { HistoryNotice, olderMissing } from "/history.js";
@@ -21,13 +22,13 @@ import { markPresence } from "/presence.js";
 import { RoomConnection } from "/protocol.js";
 import { changeName, clearHistory, copyInvite, forgetRoomPage, notificationSettings, showInvite } from "/room_menu.js";
 import { RoomPeople } from "/room_people.js";
+import { flushPending, removePending, retry, sendFromComposer } from "/room_send.js";
 import { drawStatus } from "/room_status.js";
 import { buildRoomView } from "/room_view.js";
 import { saveRoom } from "/store.js";
 import { TITLE, colourClass, formatTime, h, replace, setState, shortId } from "/ui.js";
 
 const RESEND_AFTER_MS = 2000; // a rate-limited message is sent again after this
-const MAX_PENDING = 100; // unconfirmed messages; more means the connection is stuck
 
 /** The chat itself: one Room per page. */
 export class Room {
@@ -94,7 +95,7 @@ export class Room {
           clearHistory: () => clearHistory(this),
           forget: () => this.forget(),
           notifications: () => notificationSettings(this),
-          send: () => this.sendFromComposer(),
+          send: () => sendFromComposer(this),
           typed: () => {
             this.updateCounter();
             this.persons.typed();
@@ -191,7 +192,7 @@ export class Room {
     if (olderMissing(ordered, kept, shownIds)) this.historyNotice.show(kept);
     else this.historyNotice.hide();
     this.follow.toEnd();
-    this.flushPending();
+    flushPending(this);
   }
 
   async handleMessage(received, live) {
@@ -267,7 +268,7 @@ export class Room {
     if (envelope.code === "rate_limited") {
       this.notify("Slow down a little: the server asked this page to send less often. Waiting messages will be sent again.");
       clearTimeout(this.resendTimer);
-      this.resendTimer = setTimeout(() => this.flushPending(), RESEND_AFTER_MS);
+      this.resendTimer = setTimeout(() => flushPending(this), RESEND_AFTER_MS);
       return;
     }
     this.notify(errorText(envelope.code));
@@ -338,7 +339,7 @@ export class Room {
   }
 
   renderMark(entry, el = entry.el) {
-    renderMark(entry, el, { retry: () => this.retry(entry), remove: () => this.removePending(entry) });
+    renderMark(entry, el, { retry: () => retry(this, entry), remove: () => removePending(this, entry) });
     this.layout.marked(entry, el);
   }
 
@@ -400,56 +401,7 @@ export class Room {
     this.input.style.height = `${this.input.scrollHeight}px`;
   }
 
-  // ----- sending -------------------------------------------------------------------
-
-  sendFromComposer() {
-    const text = this.input.value;
-    if (!text.trim()) return;
-    if (text.length > MAX_TEXT) {
-      this.notify(`A message can have at most ${MAX_TEXT} characters.`);
-      return;
-    }
-    if (this.entries.filter((e) => e.pending).length >= MAX_PENDING) {
-      this.notify("Too many messages are waiting for the connection. Wait until they are sent.");
-      return;
-    }
-    const entry = {
-      id: null,
-      from: this.clientId,
-      sentAt: Date.now(),
-      mine: true,
-      pending: true,
-      text,
-      mid: newMid(),
-      ts: Date.now(),
-      name: this.record.name || null,
-      delivery: this.connection.isOpen ? "sending" : "queued",
-    };
-    this.persons.sending(entry);
-    this.insert(entry);
-    this.input.value = "";
-    this.updateCounter();
-    this.transmit(entry);
-  }
-
-  /** Seal and send one pending message (again: receivers dedupe by mid). */
-  transmit(entry) {
-    this.outbox = this.outbox
-      .then(async () => {
-        if (!entry.pending || !this.connection.isOpen) return;
-        const sealed = await sealMessage(this.record.key, this.roomId, this.clientId, entry);
-        if (this.connection.send({ type: "message", iv: sealed.iv, ciphertext: sealed.ciphertext })) {
-          this.deliveries.sent(entry);
-        }
-      })
-      .catch((error) => this.notify(`The message could not be encrypted: ${error.message}`));
-  }
-
-  /** Send every message the server has not confirmed yet. */
-  flushPending() {
-    if (!this.connection || !this.connection.isOpen) return;
-    for (const entry of this.entries) if (entry.pending) this.transmit(entry);
-  }
+  // ----- what the cache kept ------------------------------------------------------
 
   /** Cached messages (client/cache.js), shown before the server's history. */
   async showCached(entries) {
@@ -463,26 +415,6 @@ export class Room {
       this.insert({ ...cached, mine, elsewhere: fromMe && !mine }, false);
     }
     if (entries.length) this.follow.toEnd();
-  }
-
-  /** "Not delivered" → Retry: the same message again (same mid), on the open connection. */
-  retry(entry) {
-    entry.delivery = "queued";
-    this.renderMark(entry);
-    this.transmit(entry);
-    this.input.focus();
-  }
-
-  /** "Not delivered" → Delete: the page stops trying (should a late echo still come, it shows as sent). */
-  removePending(entry) {
-    if (!entry.pending) return;
-    this.deliveries.settled(entry);
-    entry.pending = false;
-    entry.el.remove();
-    this.entries.splice(this.entries.indexOf(entry), 1);
-    this.byMid.delete(entry.mid);
-    if (!this.entries.length) this.list.append(this.empty);
-    this.input.focus();
   }
 
   // ----- room actions (client/room_menu.js) ------------------------------------------
