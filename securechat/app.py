@@ -6,8 +6,9 @@ from types import TracebackType
 from typing import Any, Final, final
 
 import trio
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, WebsocketScope
 from quart import Response, abort, has_request_context, has_websocket_context, request, websocket
-from quart.signals import websocket_received
+from quart.asgi import ASGIWebsocketConnection
 from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIWebsocketConnection
 from werkzeug.exceptions import HTTPException
@@ -15,8 +16,11 @@ from werkzeug.exceptions import HTTPException
 from securechat.config import Config
 from securechat.connection import ConnectionSettings, serve_connection
 from securechat.errors import CLOSE_REASONS, CloseCode
+from securechat.frames import text_payload
+from securechat.limits import CLOSE_HANDSHAKE_SECONDS
 from securechat.log import room_tag
 from securechat.origins import normalize_origin, origin_allowed
+from securechat.outbox import FRAMES_EXTENSION, FrameSink
 from securechat.protocol import parse_client_id, parse_room_id
 from securechat.registry import Registry
 from securechat.sources import SourceLimiter, parse_networks, source_of
@@ -54,45 +58,113 @@ def load_client_files(directory: Path) -> dict[str, tuple[bytes, str]]:
 
 @final
 class _QuartTransport:
-    """The connection's Transport over Quart's websocket object."""
+    """The connection's Transport over Quart's websocket object, once accepted."""
 
     def __init__(self) -> None:
-        # The concrete object, not the context-local proxy: the sender task reads it too.
+        # The concrete object, not the context-local proxy: the writer task uses it too.
         self._ws = websocket._get_current_object()  # type: ignore[attr-defined]
+        offered = self._ws.scope.get("extensions", {}).get(FRAMES_EXTENSION)
+        self.sink: FrameSink = offered if offered is not None else _AsgiSink(self._ws)
 
     async def receive(self) -> str | bytes | None:
         return await self._ws.receive()  # type: ignore[no-any-return]
-
-    async def send(self, text: str) -> None:
-        await self._ws.send(text)
 
     async def close(self, code: int, reason: str) -> None:
         await self._ws.close(code, reason)
 
 
 @final
-class _WebsocketConnection(TrioASGIWebsocketConnection):
-    """Quart-Trio's WebSocket adapter, letting go of each frame once handed over.
+class _AsgiSink:
+    """Frames as ASGI messages, one ``send`` each, where the server offers no sink.
 
-    Its receive loop kept the last event in a local while it waited for the next,
-    so every idle socket held the last frame it was sent, up to a maximal message.
+    The server's own sink (HTTP/1.1) writes the frame's bytes; over HTTP/2 a
+    WebSocket message travels in DATA frames, so it goes through the server's
+    WebSocket layer instead, and nothing is written without waiting.
     """
 
-    async def handle_messages(  # type: ignore[override]
-        self, nursery: trio.Nursery, receive: Callable[[], Awaitable[Any]]
-    ) -> None:
-        while True:
-            event = await receive()
+    holds_unsent = False
+
+    def __init__(self, ws: Any) -> None:
+        self._ws = ws
+
+    def write_nowait(self, frame: bytes) -> bool:
+        return False
+
+    async def send(self, frame: bytes) -> None:
+        await self._ws.send(text_payload(frame))
+
+    async def flush(self) -> None:
+        pass
+
+
+@final
+class _Inbox:
+    """A route's ``websocket.receive()``, straight from the ASGI ``receive``.
+
+    Quart-Trio runs a task per socket that copies each frame into a memory channel
+    (and sends a signal per frame); here the route's own read takes the event,
+    so a frame costs no task switch and no channel. Hypercorn's queue in front of
+    ``receive`` still bounds what a socket can have waiting, and stops reading its
+    TCP stream when full, as before.
+    """
+
+    def __init__(self, receive: ASGIReceiveCallable, route: trio.CancelScope) -> None:
+        self._receive = receive
+        self._route = route
+        self.disconnected = False
+
+    async def receive(self) -> str | bytes | None:  # noqa: RET503 (sleep_forever raises)
+        while not self.disconnected:
+            event = await self._receive()
             if event["type"] == "websocket.receive":
-                message = event.get("bytes") or event["text"]
-                del event
-                wrapper = self.app.ensure_async
-                await websocket_received.send_async(message, _sync_wrapper=wrapper)  # type: ignore[arg-type]
-                await self.send_channel.send(message)  # None for an empty binary frame, as in Quart
-                del message
-            elif event["type"] == "websocket.disconnect":
-                break
-        nursery.cancel_scope.cancel()
+                # None for an empty binary frame, as in Quart.
+                return event.get("bytes") or event.get("text")
+            self.disconnected = event["type"] == "websocket.disconnect"
+        # The peer is gone: the route ends, as Quart-Trio's receive task ended it.
+        self._route.cancel()
+        await trio.sleep_forever()
+
+    async def drain(self) -> None:
+        """Drop what the peer still sends, until it is gone."""
+        while not self.disconnected:
+            event = await self._receive()
+            self.disconnected = event["type"] == "websocket.disconnect"
+
+
+@final
+class _WebsocketConnection(TrioASGIWebsocketConnection):
+    """Quart-Trio's WebSocket adapter with a lean per-frame path.
+
+    The route still runs through Quart (its checks, accept, close and refusals are
+    Quart's), but a frame in is read by the route itself (``_Inbox``), and frames
+    out go to the server's ``FrameSink`` (see ``_QuartTransport``): no receive
+    task, no memory channel and no per-frame signals, which nothing here listens
+    to. Nothing holds a frame once handed over.
+    """
+
+    def __init__(self, app: QuartTrio, scope: WebsocketScope) -> None:  # no channel to open
+        self.app = app
+        self.scope = scope
+        self._accepted = False
+        self._closed = False
+
+    async def __call__(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        with trio.CancelScope() as route:
+            inbox = _Inbox(receive, route)
+            self.receive_channel = inbox  # type: ignore[assignment]  # the route's receive
+            websocket = self._create_websocket_from_scope(send)
+            await ASGIWebsocketConnection.handle_websocket(self, websocket, send)
+        # The route has closed the socket (or refused it): finish the close handshake
+        # before Hypercorn closes the TCP connection (see CLOSE_HANDSHAKE_SECONDS).
+        if self._accepted:
+            with trio.move_on_after(CLOSE_HANDSHAKE_SECONDS):
+                await inbox.drain()
+
+    async def send_data(self, send: ASGISendCallable, data: str | bytes) -> None:
+        if isinstance(data, str):
+            await send({"type": "websocket.send", "bytes": None, "text": data})
+        else:
+            await send({"type": "websocket.send", "bytes": data, "text": None})
 
 
 @final

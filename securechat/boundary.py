@@ -9,7 +9,9 @@ Each change is tested in tests/test_attack_transport.py, the send deadline in
 tests/test_attack_send.py.
 
 - ``TCPServer`` (in ``hypercorn.trio.run``): a cap on open connections (over
-  it: a 503, then close); any exception of one connection is logged once per
+  it: a 503, then close); frames written without waiting when the socket can
+  take them (``write_nowait``), the rest of a partly taken one kept ahead of
+  every later write; any exception of one connection is logged once per
   kind and closes that connection alone; EOF is no longer sent while another
   task sends (BusyResourceError); a cancelled close no longer leaves the
   socket open; a write the peer does not take within ``SEND_TIMEOUT_SECONDS``
@@ -17,14 +19,13 @@ tests/test_attack_send.py.
 - ``H11Protocol`` (in ``hypercorn.protocol``): HTTP/2 over cleartext refused
   unless enabled; the security headers on every response, Hypercorn's own
   (400, 431, 501, ...) included.
-- ``WSStream`` (in ``hypercorn.protocol.h11`` and ``.h2``): bytes before the
-  handshake is accepted get a 400 without racing the app's accept
-  (pgjones/hypercorn#225); a socket silent after a ping is closed.
+- ``WSStream`` (in ``hypercorn.protocol.h11`` and ``.h2``): see
+  securechat/wsstream.py.
 """
 
 import contextlib
 import logging
-import math
+import os
 import socket
 import struct
 from typing import Final, final
@@ -37,19 +38,16 @@ import hypercorn.trio.run
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.events import Closed, Event, RawData
-from hypercorn.protocol.events import Body, Data, StreamClosed
 from hypercorn.protocol.h11 import H11Protocol
-from hypercorn.protocol.ws_stream import WSStream
 from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.typing import H11SendableEvent
-from wsproto.events import Ping
-from wsproto.frame_protocol import CloseReason
 
 from securechat.capacity import ConnectionGauge
 from securechat.failures import FailureLog
 from securechat.headers import SECURITY_HEADERS
-from securechat.limits import PONG_DEADLINE_MIN_SECONDS, REFUSAL_SECONDS, SEND_TIMEOUT_SECONDS
+from securechat.limits import REFUSAL_SECONDS, SEND_TIMEOUT_SECONDS
 from securechat.sources import Network, SourceLimiter, source_of
+from securechat.wsstream import SERVING, HardenedWSStream
 
 logger: Final = logging.getLogger("securechat.boundary")
 
@@ -97,8 +95,8 @@ def install() -> None:
     """Put the boundary's classes where Hypercorn looks them up (idempotent)."""
     hypercorn.trio.run.TCPServer = _TCPServer  # type: ignore[attr-defined]
     hypercorn.protocol.H11Protocol = _H11Protocol  # type: ignore[attr-defined]
-    hypercorn.protocol.h11.WSStream = _WSStream  # type: ignore[attr-defined]
-    hypercorn.protocol.h2.WSStream = _WSStream  # type: ignore[attr-defined]
+    hypercorn.protocol.h11.WSStream = HardenedWSStream  # type: ignore[attr-defined]
+    hypercorn.protocol.h2.WSStream = HardenedWSStream  # type: ignore[attr-defined]
 
 
 def with_security_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -108,6 +106,9 @@ def with_security_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[byte
 
 @final
 class _TCPServer(TCPServer):
+    # The rest of a frame the kernel took only in part: written before anything else.
+    _unsent: bytes = b""
+
     async def run(self) -> None:
         """Serve one TCP connection; whatever it raises ends it alone.
 
@@ -116,6 +117,7 @@ class _TCPServer(TCPServer):
         per kind and closes the connection. ``trio.Cancelled`` and other
         ``BaseException`` propagate.
         """
+        SERVING.set(self)  # for this connection's streams (the app's task inherits it)
         config = self.config
         if not isinstance(config, BoundaryConfig):
             await super().run()
@@ -151,10 +153,14 @@ class _TCPServer(TCPServer):
         # Hypercorn's loop, except that it lets go of each chunk once handled: its
         # own kept the last one (up to MAX_RECV) while waiting for the next, so
         # every idle socket held the last frame it was sent.
+        timeout = self.config.read_timeout
         while True:
             try:
-                with trio.fail_after(self.config.read_timeout or math.inf):
+                if timeout is None:  # the default: no cancel scope held by every idle socket
                     data = await self.stream.receive_some(MAX_RECV)
+                else:
+                    with trio.fail_after(timeout):
+                        data = await self.stream.receive_some(MAX_RECV)
             except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
                 break
             end = data == b""
@@ -206,10 +212,40 @@ class _TCPServer(TCPServer):
             await super().protocol_send(event)
             return
         async with self.send_lock:
+            data, self._unsent = self._unsent + event.data, b""
             with trio.CancelScope(shield=True):
-                sent = await self._send_or_abort(event.data)
+                sent = await self._send_or_abort(data)
+            del data
             if not sent:
                 await self.protocol.handle(Closed())
+
+    def write_nowait(self, data: bytes) -> bool:
+        """Write ``data`` now if nothing is being written or owed; False if it must wait.
+
+        One non-blocking ``send(2)``, from the caller's task: no lock, no
+        checkpoint. What the kernel does not take is kept in ``_unsent``, which
+        the next write under the lock sends first, so bytes never interleave.
+        Only a plain TCP socket is written this way (TLS goes through the lock).
+
+        Error handling: a socket that is closed or broken takes the data and drops
+        it (True); its reader sees the same failure and ends the connection.
+        """
+        stream: object = self.stream  # typed as TLS by Hypercorn, but plain TCP here
+        if self.send_lock.locked() or self._unsent or not isinstance(stream, trio.SocketStream):
+            return False
+        try:
+            sent = os.write(stream.socket.fileno(), data)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        if sent < len(data):
+            self._unsent = data[sent:]
+        return True
+
+    @property
+    def holds_unsent(self) -> bool:
+        return bool(self._unsent)
 
     async def _send_or_abort(self, data: bytes) -> bool:
         """Whether ``data`` was written; False if the peer is gone or was cut off now."""
@@ -265,6 +301,21 @@ class _PriorKnowledgeRefused(Exception):
     """An HTTP/2 preface on a server that does not speak HTTP/2 over cleartext."""
 
 
+class _GluedToUpgrade(Exception):
+    """Bytes read together with a WebSocket upgrade request, before any 101."""
+
+
+def _is_websocket_upgrade(request: h11.Request) -> bool:
+    upgrade = connection = b""
+    for name, value in request.headers:  # h11 gives lower-cased names
+        if name == b"upgrade":
+            upgrade = value.strip().lower()
+        elif name == b"connection":
+            connection = value.lower()
+    tokens = {token.strip() for token in connection.split(b",")}
+    return request.method.upper() == b"GET" and upgrade == b"websocket" and b"upgrade" in tokens
+
+
 @final
 class _H11Protocol(H11Protocol):
     async def handle(self, event: Event) -> None:
@@ -273,8 +324,17 @@ class _H11Protocol(H11Protocol):
         except _PriorKnowledgeRefused:
             await self._send_error_response(505)  # HTTP Version Not Supported
             await self.send(Closed())
+        except _GluedToUpgrade:
+            await self._send_error_response(400)
+            await self.send(Closed())
 
     async def _check_protocol(self, event: h11.Request) -> None:
+        # A client must wait for the 101 before it sends frames (RFC 6455 section
+        # 4.1), and an upgrade has no body. Refused here, before the app starts,
+        # the answer is a 400 whatever the app's timing; bytes that come in a
+        # later read, still before the 101, get the same from HardenedWSStream.
+        if _is_websocket_upgrade(event) and self.connection.trailing_data[0]:
+            raise _GluedToUpgrade
         config = self.config
         if not isinstance(config, BoundaryConfig) or config.h2c:
             await super()._check_protocol(event)
@@ -292,54 +352,3 @@ class _H11Protocol(H11Protocol):
                 reason=event.reason,
             )
         await super()._send_h11_event(event)
-
-
-@final
-class _WSStream(WSStream):
-    _heard_at: float = -math.inf  # trio time the last bytes arrived from the peer
-
-    async def handle(self, event: Event) -> None:  # type: ignore[override]
-        if isinstance(event, Body | Data) and not self.closed:
-            if not self.handshake.accepted:
-                await self._refuse_early_data()
-                return
-            self._heard_at = trio.current_time()
-        await super().handle(event)  # type: ignore[arg-type]
-
-    async def _refuse_early_data(self) -> None:
-        # Bytes before the handshake is accepted get a 400, as in Hypercorn. But
-        # Hypercorn marked the stream closed only after that response, so the
-        # app's accept slipped in at a checkpoint and wrote a 101 into a finished
-        # response: h11 raised and the server exited (pgjones/hypercorn#225).
-        # Closed first, the late accept is a no-op; the app is told the socket
-        # went away, and the connection ends instead of lingering.
-        self.closed = True
-        await self._send_error_response(400)
-        if self.app_put is not None:
-            await self.app_put(
-                {"type": "websocket.disconnect", "code": CloseReason.ABNORMAL_CLOSURE.value}
-            )
-        await self.send(StreamClosed(stream_id=self.stream_id))
-
-    async def _send_pings(self) -> None:
-        """Ping every interval; close the socket when a ping goes unanswered too long.
-
-        Hypercorn pings but never waits for a pong. Any bytes from the peer
-        count as an answer; silence for the ping interval after a ping (at
-        least ``PONG_DEADLINE_MIN_SECONDS``) closes the connection, and the app
-        sees the socket go away.
-        """
-        interval = self.config.websocket_ping_interval
-        if interval is None:  # Hypercorn starts this task only with an interval
-            return
-        deadline = max(interval, PONG_DEADLINE_MIN_SECONDS)
-        waiting_since: float | None = None  # when the oldest unanswered ping went out
-        while not self.closed:
-            now = trio.current_time()
-            if waiting_since is None or self._heard_at >= waiting_since:
-                waiting_since = now
-            elif now - waiting_since >= deadline:
-                await self.send(StreamClosed(stream_id=self.stream_id))
-                return
-            await self._send_wsproto_event(Ping())
-            await self.context.sleep(interval)

@@ -4,10 +4,11 @@ The connection task reads frames from its transport, turns each into a room
 command or an ``error`` envelope, and enforces the per-connection limits (hello
 timeout, idle timeout, bad-frame count, token bucket). A hello for a new room
 while the creation budget is spent gets a ``challenge`` instead of the room; the
-next hello must carry a proof of work for it (see securechat/pow.py). A sender task drains the
-bounded outbox that the room writes to. Whoever decides that the connection must
-end (the room, the registry, or this module) calls ``Member.evict(code)``; the
-socket is then closed here with that code.
+next hello must carry a proof of work for it (see securechat/pow.py). The room
+writes frames to the socket through the connection's outbox; a writer task sends
+what the socket could not take at once (securechat/outbox.py). Whoever decides
+that the connection must end (the room, the registry, or this module) calls
+``Member.evict(code)``; the socket is then closed here with that code.
 """
 
 import contextlib
@@ -21,8 +22,10 @@ import msgspec
 import trio
 
 from securechat.errors import CLOSE_REASONS, CloseCode, ErrorCode
+from securechat.frames import text_frame
 from securechat.limits import ABUSE_THRESHOLD, ABUSE_WINDOW_SECONDS, OUTBOX_FRAMES
-from securechat.member import Answer, Member, Outgoing
+from securechat.member import Answer, Member
+from securechat.outbox import FrameSink, Outbox
 from securechat.pow import new_challenge, proof_holds
 from securechat.protocol import (
     Challenge,
@@ -53,13 +56,16 @@ CHALLENGE_SECONDS: Final = 60.0
 
 
 class Transport(Protocol):
-    """The seam to the WebSocket library: text out, text or bytes in, close."""
+    """The seam to the WebSocket server: messages in, whole frames out, close."""
 
     async def receive(self) -> str | bytes | None:
-        """The next frame; a binary one as bytes (an empty one may be None)."""
+        """The next message; a binary one as bytes (an empty one may be None)."""
         ...
 
-    async def send(self, text: str) -> None: ...
+    @property
+    def sink(self) -> FrameSink:
+        """Where the outbox writes frames."""
+        ...
 
     async def close(self, code: int, reason: str) -> None: ...
 
@@ -92,51 +98,29 @@ async def serve_connection(
     limits close the socket with their documented codes. If the peer disconnects,
     the caller's cancellation ends this, and the room is still told.
     """
-    outbox_send, outbox_receive = trio.open_memory_channel[Outgoing](OUTBOX_FRAMES)
-    member = Member(client_id, outbox_send)
-    reader = _Reader(transport, room_id, member, registry, settings, source)
-    pump_done = trio.Event()
-    with registry.track(member):
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_pump, transport, outbox_receive, member, pump_done)
+    async with trio.open_nursery() as writers:  # the outbox's writer, while it has one
+        outbox = Outbox(OUTBOX_FRAMES, transport.sink, writers)
+        member = Member(client_id, outbox)
+        reader = _Reader(transport, room_id, member, registry, settings, source)
+        with registry.track(member):
+            try:
                 with member.cancel_scope:
                     await reader.run()
                 await reader.leave()
-                # The pump is never cancelled mid-frame while it can still finish:
+                # The writer is never cancelled mid-frame while it can still finish:
                 # closing the outbox lets it send what is queued (the last error,
                 # say) and stop. A reader that is too slow gets no such grace.
-                outbox_send.close()
+                outbox.close()
                 grace = 0 if member.close_code is CloseCode.TOO_SLOW else CLOSE_SEND_SECONDS
                 with trio.move_on_after(grace):
-                    await pump_done.wait()
-                nursery.cancel_scope.cancel()
-        finally:
-            await reader.leave()
-        if member.close_code is not None:
-            with trio.move_on_after(CLOSE_SEND_SECONDS) as scope:
-                scope.shield = True
-                await transport.close(member.close_code, CLOSE_REASONS[member.close_code])
-
-
-async def _pump(
-    transport: Transport,
-    outbox: trio.MemoryReceiveChannel[Outgoing],
-    member: Member,
-    done: trio.Event,
-) -> None:
-    """The only writer to the socket: sends what the room and the reader queued."""
-    async with outbox:
-        async for frame in outbox:
-            if isinstance(frame, Answer):
-                member.answer_taken()  # before any checkpoint: the count stays exact
-                await transport.send(frame.text)
-            else:
-                await transport.send(frame)
-            # Not kept while waiting for the next: an idle socket would hold its
-            # last frame (up to a maximal message) for as long as it stays open.
-            del frame
-    done.set()
+                    await outbox.drained()
+                writers.cancel_scope.cancel()
+            finally:
+                await reader.leave()
+    if member.close_code is not None:
+        with trio.move_on_after(CLOSE_SEND_SECONDS) as scope:
+            scope.shield = True
+            await transport.close(member.close_code, CLOSE_REASONS[member.close_code])
 
 
 @final
@@ -239,7 +223,7 @@ class _Reader:
             self._challenge = (challenge, joined.bits)
             self._hello_window.deadline = trio.current_time() + CHALLENGE_SECONDS
             self._member.deliver_nowait(
-                encode(Challenge(challenge=b64url_encode(challenge), bits=joined.bits))
+                text_frame(encode(Challenge(challenge=b64url_encode(challenge), bits=joined.bits)))
             )
             return
         self._hello_seen = True

@@ -58,6 +58,10 @@ SWEEP_INTERVAL_SECONDS: Final = 3600.0  # how often expired rooms are deleted
 TOMBSTONE_DAYS: Final = 90  # a swept confirmed room's verifier stays: its link still works
 ACTIVE_MARK_SECONDS: Final = 600.0  # a join marks its room active at most this often
 SHUTDOWN_CLOSE_SECONDS: Final = 2.0  # time given to sockets to send their 1001 on shutdown
+# After the server's close frame, how long it reads (and drops) what the peer still
+# sends, waiting for the peer's close: closing a socket with unread bytes resets it,
+# and a reset destroys what the peer has not read yet, the close frame included.
+CLOSE_HANDSHAKE_SECONDS: Final = 1.0
 
 # The transport boundary (securechat/boundary.py, securechat/capacity.py).
 DEFAULT_MAX_CONNECTIONS: Final = 0  # open TCP connections; 0 = derived from the descriptor limit

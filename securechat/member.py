@@ -1,7 +1,8 @@
 """A member: the room's handle on one connection.
 
-The room writes frames into the member's bounded outbox without ever waiting. It
-watches how full the outbox is: a congested member (``OUTBOX_HIGH_WATER`` frames the
+The room writes frames into the member's bounded outbox without ever waiting (most
+are written straight to the socket: see securechat/outbox.py). It watches how
+many wait there: a congested member (``OUTBOX_HIGH_WATER`` frames the
 room relayed, still unsent) makes the room refuse posts until it catches up, and a
 full outbox evicts the member as a last resort. Frames that answer the member's own
 frames (its refusals: ``rate_limited``, bad-frame errors) are ``Answer``s: they take
@@ -11,57 +12,52 @@ synchronous: it records the close code and cancels the connection's scope, whose
 owner then closes the socket.
 """
 
-from dataclasses import dataclass
 from typing import TypeAlias, final
 
 import trio
 
 from securechat.errors import CloseCode
+from securechat.frames import text_frame
 from securechat.limits import OUTBOX_HIGH_WATER
+from securechat.outbox import Outbox
 from securechat.protocol import ClientId
 
 
 @final
-@dataclass(frozen=True, slots=True)
 class Answer:
     """A frame sent to a member about its own frame (an ``error``), not relayed by the room."""
 
-    text: str
+    __slots__ = ("frame", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.frame = text_frame(text)  # most answers are constants: framed once
 
 
-Outgoing: TypeAlias = str | Answer  # what an outbox holds: relayed text, or an answer
+Outgoing: TypeAlias = bytes | Answer  # a relayed frame (see securechat/frames.py), or an answer
 
 
 @final
 class Member:
     """One WebSocket connection as seen by the room that serves it.
 
-    Resource handling: the connection task owns ``cancel_scope`` and the outbox's
-    receive side, and calls ``answer_taken`` for each ``Answer`` it takes out; the
-    room only holds this handle.
+    Resource handling: the connection task owns ``cancel_scope`` and runs the
+    outbox's writer; the room only holds this handle.
     """
 
-    __slots__ = (
-        "_answers",
-        "_congested_since",
-        "_outbox",
-        "cancel_scope",
-        "client_id",
-        "close_code",
-    )
+    __slots__ = ("_congested_since", "cancel_scope", "client_id", "close_code", "outbox")
 
-    def __init__(self, client_id: ClientId, outbox: trio.MemorySendChannel[Outgoing]) -> None:
+    def __init__(self, client_id: ClientId, outbox: Outbox) -> None:
         self.client_id = client_id
-        self._outbox = outbox
+        self.outbox = outbox
         self.cancel_scope = trio.CancelScope()
         self.close_code: CloseCode | None = None
         self._congested_since: int | None = None  # ms, on the room's clock
-        self._answers = 0  # ``Answer``s in the outbox
 
     @property
     def backlog(self) -> int:
-        """Frames the room relayed to this connection that its pump has not sent yet."""
-        return self._outbox.statistics().current_buffer_used - self._answers
+        """Frames the room relayed to this connection that wait for its socket."""
+        return self.outbox.relayed
 
     def congested_since(self, now_ms: int, queued: int) -> int | None:
         """When this member's backlog reached ``OUTBOX_HIGH_WATER``, or None if it is below.
@@ -80,23 +76,15 @@ class Member:
         return self._congested_since
 
     def deliver_nowait(self, frame: Outgoing) -> None:
-        """Queue one frame; a member whose outbox is full is evicted as too slow."""
+        """Send or queue one frame; a member whose outbox is full is evicted as too slow."""
         if self.close_code is not None:
             return
-        try:
-            self._outbox.send_nowait(frame)
-        except trio.WouldBlock:
-            self.evict(CloseCode.TOO_SLOW)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            # The connection is already on its way out; it will leave by itself.
-            pass
+        if isinstance(frame, Answer):
+            taken = self.outbox.put_nowait(frame.frame, answer=True)
         else:
-            if isinstance(frame, Answer):
-                self._answers += 1
-
-    def answer_taken(self) -> None:
-        """The connection took one ``Answer`` out of the outbox (no checkpoint in between)."""
-        self._answers -= 1
+            taken = self.outbox.put_nowait(frame)
+        if not taken:
+            self.evict(CloseCode.TOO_SLOW)
 
     def evict(self, code: CloseCode) -> None:
         """Close this connection with ``code``. The first code given wins."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Final, final
 
 from securechat.errors import CloseCode, ErrorCode
+from securechat.frames import text_frame
 from securechat.ledger import HistoryLedger, Lifecycle
 from securechat.limits import (
     CLEAR_COOLDOWN_SECONDS,
@@ -162,8 +163,12 @@ class Outcome:
         """Evict, then deliver; ``history`` is the encoded history if ``wants_history``."""
         for member, code in self.evictions:
             member.evict(code)
-        for recipients, text in self.deliveries:
-            frame = history if text is Pending.HISTORY else text
+        for recipients, item in self.deliveries:
+            # Framed once: every recipient's socket gets the same bytes.
+            if isinstance(item, Answer):
+                frame: bytes | Answer = item
+            else:
+                frame = text_frame(history if item is Pending.HISTORY else item)
             for member in recipients:
                 member.deliver_nowait(frame)
 

@@ -8,11 +8,14 @@ import base64
 import json
 import os
 import secrets
+import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
 import trio
+import wsproto
+import wsproto.events
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from securechat.config import Config
@@ -205,3 +208,26 @@ async def joined_peer(
     peer = await connect(nursery, server, room_id, client_id)
     await peer.hello(token)
     return peer
+
+
+async def small_window_websocket(
+    port: int, room_id: str, client_id: str
+) -> tuple[trio.socket.SocketType, wsproto.WSConnection]:
+    """A raw WebSocket client on a 4 KiB receive buffer, past its handshake.
+
+    The server's writes to it soon find the socket full, as for a client that
+    reads slowly or has stopped reading.
+    """
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await sock.connect(("127.0.0.1", port))
+    ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+    target = f"/ws/{room_id}?client={client_id}"
+    await sock.send(ws.send(wsproto.events.Request(host="127.0.0.1", target=target)))
+    response = b""
+    while b"\r\n\r\n" not in response:  # the handshake's answer, and nothing more
+        response += await sock.recv(1)
+    assert response.startswith(b"HTTP/1.1 101"), response
+    ws.receive_data(response)
+    assert [type(e) for e in ws.events()] == [wsproto.events.AcceptConnection]
+    return sock, ws

@@ -11,7 +11,6 @@
 import json
 import logging
 import os
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
@@ -26,10 +25,12 @@ from trio_websocket import WebSocketRequest, serve_websocket
 import securechat.actor
 import securechat.app
 from securechat.actor import Room
+from securechat.frames import text_payload
 from securechat.limits import OUTBOX_FRAMES, STALL_BUDGET_SECONDS, STALL_WINDOW_SECONDS
 from securechat.log import room_tag
-from securechat.member import Answer, Member, Outgoing
+from securechat.member import Member
 from securechat.memory import MemoryStorage
+from securechat.outbox import Outbox
 from securechat.peer.keys import Plaintext, RoomKeys
 from securechat.peer.link import new_link
 from securechat.protocol import ClientId, RoomId
@@ -43,6 +44,7 @@ from tests.harness import (
     make_config,
     new_room_id,
     new_token,
+    small_window_websocket,
     start_server,
 )
 from tests.test_peer_cli import started
@@ -81,20 +83,30 @@ def most_paused_in_a_window(spans: list[tuple[int, int]]) -> int:
 # ----- the attack against the room actor, on Trio's clock ------------------------------
 
 
-class Outbox:
-    """A member and its outbox, read by nobody unless the test says so."""
+class Keeping:
+    """A socket that takes every frame at once: the reader keeps up."""
 
-    def __init__(self, client_id: str) -> None:
-        send, self.receive = trio.open_memory_channel[Outgoing](OUTBOX_FRAMES)
-        self.member = Member(ClientId(client_id), send)
+    holds_unsent = False
 
-    async def read_into(self, frames: list[dict[str, Any]]) -> None:
-        """Read as a pump that keeps up would, for ever."""
-        async for frame in self.receive:
-            if isinstance(frame, Answer):
-                self.member.answer_taken()
-                frame = frame.text
-            frames.append(json.loads(frame))
+    def __init__(self, frames: list[dict[str, Any]]) -> None:
+        self._frames = frames
+
+    def write_nowait(self, frame: bytes) -> bool:
+        self._frames.append(json.loads(text_payload(frame)))
+        return True
+
+    async def send(self, frame: bytes) -> None:
+        self.write_nowait(frame)
+
+    async def flush(self) -> None:
+        pass
+
+
+class Reader:
+    """A member and its outbox: without a socket that keeps up, nobody reads it."""
+
+    def __init__(self, client_id: str, socket: Keeping | None = None) -> None:
+        self.member = Member(ClientId(client_id), Outbox(OUTBOX_FRAMES, socket))
 
 
 @pytest.mark.parametrize("fresh_client_ids", [True, False])
@@ -109,18 +121,17 @@ async def test_sockets_that_never_read_hold_posts_for_at_most_10_s_a_minute(
     settings = RoomSettings(history_cap=10, max_participants=50)
     nursery.start_soon(Room(RoomId("room"), receive, MemoryStorage(), settings, lambda: None).run)
     verifier = b"v" * 32
-    alice = Outbox("alice")
     seen: list[dict[str, Any]] = []
-    nursery.start_soon(alice.read_into, seen)
+    alice = Reader("alice", Keeping(seen))
     await send.send(Join(alice.member, verifier))
     for i in range(10):  # a large history for every newcomer
         await send.send(Post(alice.member, IV, f"history{i}" + "A" * 40_000))
-    attackers: list[Outbox] = []
+    attackers: list[Reader] = []
     answers: list[tuple[int, bool]] = []
     step_ms = 500  # Alice posts twice a second and reads everything
     for now in range(0, 3 * WINDOW_MS, step_ms):
         if now % ATTACK_EVERY_MS == 0:
-            attacker = Outbox(f"mallory{len(attackers)}" if fresh_client_ids else "mallory")
+            attacker = Reader(f"mallory{len(attackers)}" if fresh_client_ids else "mallory")
             attackers.append(attacker)
             await send.send(Join(attacker.member, verifier))
             for _ in range(ATTACK_POSTS):
@@ -157,29 +168,13 @@ class FastClock:
 class Mute:
     """A WebSocket that sends what it is told and never reads a byte.
 
-    Its receive buffer is made small before it connects, so the server's writes to
-    it block after the first few tens of KB, as for a client that stopped reading.
+    Its receive buffer is small (``small_window_websocket``), so the server's writes
+    to it block after the first few tens of KB, as for a client that stopped reading.
     """
 
-    def __init__(self, sock: trio.socket.SocketType) -> None:
+    def __init__(self, sock: trio.socket.SocketType, ws: wsproto.WSConnection) -> None:
         self._sock = sock
-        self._ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
-
-    @classmethod
-    async def open(cls, port: int, room: str, client_id: str) -> "Mute":
-        sock = trio.socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        await sock.connect(("127.0.0.1", port))
-        mute = cls(sock)
-        request = wsproto.events.Request(host="127.0.0.1", target=f"/ws/{room}?client={client_id}")
-        await sock.send(mute._ws.send(request))
-        response = b""
-        while b"\r\n\r\n" not in response:  # the handshake's answer, and nothing more
-            response += await sock.recv(1)
-        assert response.startswith(b"HTTP/1.1 101"), response
-        mute._ws.receive_data(response)
-        assert [type(e) for e in mute._ws.events()] == [wsproto.events.AcceptConnection]
-        return mute
+        self._ws = ws
 
     async def send(self, envelope: dict[str, str]) -> None:
         await self._sock.send(self._ws.send(wsproto.events.Message(data=json.dumps(envelope))))
@@ -210,7 +205,8 @@ async def test_the_measured_attack_against_the_real_server(
             while (now := clock()) < start + 3 * WINDOW_MS // 2:
                 if now >= next_attack:
                     next_attack += ATTACK_EVERY_MS
-                    mute = await Mute.open(server.port, room, f"mallory{len(mutes)}")
+                    name = f"mallory{len(mutes)}"
+                    mute = Mute(*await small_window_websocket(server.port, room, name))
                     mutes.append(mute)
                     await mute.send({"type": "hello", "auth": token})
                     for _ in range(ATTACK_POSTS):

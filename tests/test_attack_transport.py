@@ -13,14 +13,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
+import h11
 import pytest
 import trio
-from hypercorn.protocol.ws_stream import WSStream
+from hypercorn.events import Event
+from hypercorn.protocol.events import Body, Data
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
 from securechat import boundary
 from securechat.headers import SECURITY_HEADERS
 from securechat.limits import HTTP_CONNECTIONS_PER_SOURCE
+from securechat.wsstream import HardenedWSStream
 from tests import attacks
 from tests.harness import (
     ServerHandle,
@@ -188,9 +191,19 @@ async def test_the_boundary_contains_a_failure_it_was_not_fixed_for(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # Hypercorn's own handling back in place: the trailing byte raises inside the
-    # connection again, and only the per-connection boundary stands in the way.
-    monkeypatch.setattr(boundary._WSStream, "handle", WSStream.handle)
+    # A defect nobody fixed yet: a stream that raises on the byte glued to an
+    # upgrade (as Hypercorn's own did, pgjones/hypercorn#225), whether the app
+    # accepted the socket first or not. Only the per-connection boundary stands
+    # in the way.
+    handle = HardenedWSStream.handle
+
+    async def broken(self: HardenedWSStream, event: Event) -> None:
+        if isinstance(event, Body | Data) and event.data == b"x":
+            raise h11.LocalProtocolError("a defect inside one connection")
+        await handle(self, event)
+
+    monkeypatch.setattr(HardenedWSStream, "handle", broken)
+    monkeypatch.setattr(boundary, "_is_websocket_upgrade", lambda request: False)
     server = await start_server(nursery, make_config(tmp_path / "d"))
     caplog.set_level(logging.ERROR, logger="securechat.failures")
     for _ in range(5):

@@ -9,6 +9,7 @@ import trio.testing
 
 from securechat.actor import Room
 from securechat.errors import CloseCode
+from securechat.frames import text_frame, text_payload
 from securechat.limits import (
     ACTIVE_MARK_SECONDS,
     CLEAR_COOLDOWN_SECONDS,
@@ -22,8 +23,9 @@ from securechat.limits import (
     STALLED_CLIENTS,
     STALLED_MEMORY_SECONDS,
 )
-from securechat.member import Answer, Member, Outgoing
+from securechat.member import Member
 from securechat.memory import MemoryStorage
+from securechat.outbox import Outbox
 from securechat.protocol import ClientId, RoomId
 from securechat.ratelimit import TimeInWindow
 from securechat.room import (
@@ -64,29 +66,23 @@ WINDOW_MS = STALL_WINDOW_SECONDS * 1000
 
 
 class Probe:
-    """A member plus the receive side of its outbox."""
+    """A member and its outbox, which has no socket: every frame waits there."""
 
     def __init__(self, client_id: str, outbox_size: int = 16) -> None:
-        send, self.inbox = trio.open_memory_channel[Outgoing](outbox_size)
-        self.member = Member(ClientId(client_id), send)
+        self.outbox = Outbox(outbox_size)
+        self.member = Member(ClientId(client_id), self.outbox)
 
     def frames(self) -> list[dict[str, Any]]:
-        """Read everything queued, as the connection's pump would."""
+        """Read everything queued, as the connection's writer would."""
         out: list[dict[str, Any]] = []
-        while True:
-            try:
-                frame = self.inbox.receive_nowait()
-            except trio.WouldBlock:
-                return out
-            if isinstance(frame, Answer):
-                self.member.answer_taken()
-                frame = frame.text
-            out.append(msgspec.json.decode(frame))
+        while (frame := self.outbox.take_nowait()) is not None:
+            out.append(msgspec.json.decode(text_payload(frame)))
+        return out
 
     def fall_behind(self) -> None:
         """Leave frames unread up to the high-water mark, as a reader that stopped would."""
         while self.member.backlog < OUTBOX_HIGH_WATER:
-            self.member.deliver_nowait('{"type": "unread"}')
+            self.member.deliver_nowait(text_frame('{"type": "unread"}'))
 
 
 class GatedStorage:
@@ -304,7 +300,7 @@ def test_a_member_that_keeps_reading_is_never_stalled() -> None:
     rules, (alice, slow) = room_of("alice", "slowy")
     slow.fall_behind()
     apply(rules, Post(alice.member, IV, "c"), 0)
-    slow.inbox.receive_nowait()  # it reads one frame: below high water for a moment
+    slow.outbox.take_nowait()  # it reads one frame: below high water for a moment
     apply(rules, Post(alice.member, IV, "c"), 1)  # relayed, filling it up again
     assert apply(rules, Post(alice.member, IV, "c"), int(STALL_SECONDS * 1000) + 1).writes == []
     assert slow.member.close_code is None  # congested for 1 ms of it, not the whole time
