@@ -336,8 +336,8 @@ def test_environment_settings_win_over_the_image_defaults(podman: Podman, relay_
         # The image's own health check asks the port the relay was given.
         assert podman.run("healthcheck", "run", name, check=False).returncode == 0
         assert podman.output("exec", name, "ls", "/data/rooms")
-    finally:
-        podman.run("rm", "--force", "--ignore", name, check=False)
+    finally:  # --volumes: the image's /data is an anonymous volume here
+        podman.run("rm", "--force", "--volumes", "--ignore", name, check=False)
 
 
 def documented_run_block() -> str:
