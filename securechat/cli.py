@@ -16,12 +16,14 @@ from securechat import log as sclog
 from securechat.config import Config
 from securechat.origins import normalize_origin
 from securechat.peer import arguments as peer_arguments
-from securechat.peer import cli as peer_cli
 from securechat.server import serve, tune_garbage_collector
 from securechat.sources import parse_networks
 from securechat.storage import StorageError
 
 ENV_PREFIX: Final = "SECURECHAT_"
+# What the terminal client imports beyond the server's dependencies: the ``client``
+# extra, which a server install (the container image) leaves out.
+CLIENT_EXTRA_MODULES: Final = frozenset({"cryptography", "trio_websocket"})
 
 
 def _int_in(low: int, high: int) -> Callable[[str], int]:
@@ -264,11 +266,28 @@ async def run_server(config: Config) -> None:
     print("securechat: stopped", flush=True)
 
 
+def _run_client(args: argparse.Namespace) -> None:
+    """Run a client subcommand, importing the client (and its extra) only now.
+
+    Error handling: without the ``client`` extra, one line says how to install it.
+    """
+    try:
+        from securechat.peer import cli as peer_cli
+    except ModuleNotFoundError as exc:
+        if exc.name not in CLIENT_EXTRA_MODULES:
+            raise
+        sys.exit(
+            f"securechat: error: the terminal client needs the {exc.name} package, "
+            "which a server install leaves out: pip install 'securechat[client]'"
+        )
+    peer_cli.run(args)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in peer_arguments.COMMANDS:
-        peer_cli.run(args)
+        _run_client(args)
     if args.command == "serve":
         config = config_from_args(parser, args)
         sclog.configure(config.log_level)

@@ -2,8 +2,9 @@
 
 No image registry is reachable on the test machines, so the bases that the
 Containerfiles name in their ``BASE_IMAGE`` argument are made here: Debian's
-``mmdebstrap`` writes a minimal bookworm root filesystem (python3 for the relay,
-tor for the onion service) and ``podman import`` turns it into an image. The
+``mmdebstrap`` writes a minimal bookworm root filesystem (with python3 for the
+relay; plain, like debian:bookworm-slim, for the onion service, whose Containerfile
+installs tor from Debian itself) and ``podman import`` turns it into an image. The
 Python base also carries the host's CA bundle as ``PIP_CERT``, because the package
 index is reached through a TLS-intercepting proxy; the public default bases need
 none of this.
@@ -69,7 +70,7 @@ QUADLET_GENERATORS: Final = (
 _QUADLET_SUITE: Final = "trixie"
 
 _PYTHON_PACKAGES: Final = "python3,python3-venv,ca-certificates"
-_TOR_PACKAGES: Final = "tor"
+_TOR_PACKAGES: Final = ""  # deploy/tor/Containerfile installs tor with apt, as on a real base
 
 
 def run_id() -> str:
@@ -148,14 +149,16 @@ class Podman:
     def remove_images(self, *images: str) -> None:
         self.run("rmi", "--force", "--ignore", *images)
 
-    def build(self, context: Path, tag: str, *, base: str | None = None) -> None:
-        """Build with the docker format, which keeps HEALTHCHECK.
+    def build(
+        self, context: Path, tag: str, *, base: str | None = None, image_format: str = "docker"
+    ) -> None:
+        """Build, by default with the docker format, which keeps HEALTHCHECK.
 
         No intermediate images: they would outlive ``remove_images`` (a first
         stage is no parent of the final image), and with bases new in every
         session there is no cache to keep.
         """
-        args = ["build", "--layers=false", "--format", "docker", "-t", tag]
+        args = ["build", "--layers=false", "--format", image_format, "-t", tag]
         if base is not None:
             args += ["--build-arg", f"BASE_IMAGE={base}"]
         self.run(*args, str(context), timeout=BUILD_TIMEOUT)
@@ -180,7 +183,7 @@ class Bases:
     """Locally made base images, by the name the Containerfiles take in BASE_IMAGE."""
 
     python: str
-    tor: str
+    tor: str  # a plain Debian, as debian:bookworm-slim is: tor comes from the Containerfile
 
 
 def _host_ca_bundle() -> Path | None:
@@ -195,9 +198,9 @@ def _host_ca_bundle() -> Path | None:
 def _bootstrap(
     packages: str, target: Path, *, suite: str = "bookworm", variant: str = "minbase"
 ) -> None:
+    include = [f"--include={packages}"] if packages else []
     subprocess.run(
-        ["mmdebstrap", "--quiet", f"--variant={variant}", f"--include={packages}", suite,
-         str(target)],
+        ["mmdebstrap", "--quiet", f"--variant={variant}", *include, suite, str(target)],
         check=True,
         capture_output=True,
         timeout=BOOTSTRAP_TIMEOUT,

@@ -8,11 +8,13 @@ removed by that test or its fixture.
 """
 
 import http.client
+import json
 import re
 import shlex
 import shutil
 import subprocess
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,8 @@ from typing import Any, Final, final
 
 import pytest
 import trio
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from trio_websocket import open_websocket_url
 
 from securechat.headers import SECURITY_HEADERS
@@ -47,6 +51,16 @@ COMPOSE_FILE: Final = REPO / "deploy" / "compose.yaml"
 QUADLET_DIR: Final = REPO / "deploy" / "quadlet"
 HARDENING: Final = ("--read-only", "--cap-drop=ALL", "--security-opt", "no-new-privileges")
 APP_UID: Final = "10001"
+PYPROJECT: Final = tomllib.loads((REPO / "pyproject.toml").read_text())
+DEPLOY_DOC: Final = REPO / "docs" / "deploy.md"
+CONTAINERFILES: Final = (REPO / "Containerfile", REPO / "deploy" / "tor" / "Containerfile")
+TOR_IDS: Final = "100:101"  # debian-tor's uid:gid, fixed by deploy/tor/Containerfile
+MB: Final = 1000 * 1000  # podman's unit in `podman images`
+# What each image may add to its base. Measured on the mmdebstrap bases: the relay
+# adds about 16 MB (its venv), tor about 14 MB; pip in the venv, the client extra, or
+# apt's lists or package cache left behind would each push past these.
+MAX_RELAY_GROWTH: Final = 25 * MB
+MAX_TOR_GROWTH: Final = 21 * MB
 
 
 # ----- session fixtures: podman, the bases, the relay image ------------------------------
@@ -84,6 +98,17 @@ def relay_image(podman: Podman, bases: Bases, session_tag: str) -> Iterator[str]
     tag = f"localhost/securechat-test:{session_tag}"
     try:
         podman.build(REPO, tag, base=bases.python)
+        yield tag
+    finally:
+        podman.remove_images(tag)
+
+
+@pytest.fixture(scope="session")
+def tor_image(podman: Podman, bases: Bases, session_tag: str) -> Iterator[str]:
+    """deploy/tor/Containerfile as podman builds it: apt installs tor on a plain Debian."""
+    tag = f"localhost/securechat-test-tor-image:{session_tag}"
+    try:
+        podman.build(REPO / "deploy" / "tor", tag, base=bases.tor)
         yield tag
     finally:
         podman.remove_images(tag)
@@ -212,6 +237,199 @@ def test_image_runs_hardened_and_keeps_history_on_its_volume(
     finally:
         podman.run("rm", "--force", "--ignore", first, second, check=False)
         podman.run("volume", "rm", "--force", volume, check=False)
+
+
+def image_size(podman: Podman, image: str) -> int:
+    return int(podman.output("image", "inspect", "--format", "{{.Size}}", image))
+
+
+def image_labels(podman: Podman, image: str) -> dict[str, str]:
+    labels: dict[str, str] = json.loads(
+        podman.output("image", "inspect", "--format", "{{json .Config.Labels}}", image)
+    )
+    return labels
+
+
+def in_image(podman: Podman, image: str, script: str) -> str:
+    """What a shell script prints in a throwaway container of ``image``."""
+    return podman.output("run", "--rm", *HARDENING, "--entrypoint", "/bin/sh", image, "-c", script)
+
+
+# Which of these modules the relay's interpreter can import, as JSON.
+_FIND_MODULES: Final = (
+    "import importlib.util as u, json, sys; "
+    "print(json.dumps({m: u.find_spec(m) is not None for m in sys.argv[1:]}))"
+)
+
+
+@pytest.mark.slow
+def test_images_are_slim_labelled_and_hold_only_what_they_run(
+    podman: Podman,
+    bases: Bases,
+    relay_image: str,
+    tor_image: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    sizes = {
+        image: (image_size(podman, image), image_size(podman, base))
+        for image, base in ((relay_image, bases.python), (tor_image, bases.tor))
+    }
+    with capsys.disabled():
+        for image, (size, base_size) in sizes.items():
+            print(
+                f"\nimage size: {image}: {size / MB:.1f} MB, {(size - base_size) / MB:.1f} MB "
+                f"over its mmdebstrap base ({base_size / MB:.1f} MB)"
+            )
+    relay_size, python_size = sizes[relay_image]
+    tor_size, debian_size = sizes[tor_image]
+    assert relay_size - python_size <= MAX_RELAY_GROWTH
+    assert tor_size - debian_size <= MAX_TOR_GROWTH
+
+    # OCI labels: the version and licence are the package's, the base is named.
+    version, licence = PYPROJECT["project"]["version"], PYPROJECT["project"]["license"]
+    for image, base, title in (
+        (relay_image, bases.python, "securechat"),
+        (tor_image, bases.tor, "securechat-tor"),
+    ):
+        labels = image_labels(podman, image)
+        assert labels["org.opencontainers.image.title"] == title
+        assert labels["org.opencontainers.image.version"] == version
+        assert labels["org.opencontainers.image.licenses"] == licence
+        assert labels["org.opencontainers.image.base.name"] == base
+        for key in ("revision", "created", "source", "description"):
+            assert f"org.opencontainers.image.{key}" in labels, key
+    shown = podman.run("run", "--rm", *HARDENING, relay_image, "--version").stdout
+    assert version in shown.split()
+
+    # The relay's interpreter serves with the server's dependencies only: no pip,
+    # setuptools or build backend, and none of the terminal client's packages.
+    modules = ["securechat", "quart_trio", "hypercorn", "msgspec", "pip", "setuptools",
+               "wheel", "hatchling", "cryptography", "trio_websocket"]  # fmt: skip
+    found = json.loads(
+        podman.output("run", "--rm", *HARDENING, "--entrypoint", "python3", relay_image,
+                      "-c", _FIND_MODULES, *modules)
+    )  # fmt: skip
+    assert [m for m in modules if found[m]] == ["securechat", "quart_trio", "hypercorn", "msgspec"]
+    client = podman.run("run", "--rm", *HARDENING, relay_image, "new", check=False)
+    assert client.returncode == 1
+    assert client.stderr.strip().endswith("pip install 'securechat[client]'"), client.stderr
+
+    # Tor runs as debian-tor with the fixed ids, which own its volume; no apt lists.
+    assert in_image(podman, tor_image, "echo $(id -u):$(id -g)") == TOR_IDS
+    assert in_image(podman, tor_image, "stat -c %u:%g /var/lib/tor/secure_chat") == TOR_IDS
+    assert in_image(podman, tor_image, "ls -A /var/lib/apt/lists /var/cache/apt") == (
+        "/var/cache/apt:\narchives\n\n/var/lib/apt/lists:"
+    )
+
+
+@pytest.mark.slow
+def test_environment_settings_win_over_the_image_defaults(podman: Podman, relay_image: str) -> None:
+    name, port = f"sctest-env-{run_id()}", free_port()
+    try:
+        podman.run(
+            "run", "--detach", "--name", name, *HARDENING,
+            "--env", "SECURECHAT_PORT=9000", "--env", "SECURECHAT_DATA_DIR=/data/rooms",
+            "--publish", f"127.0.0.1:{port}:9000", relay_image,
+        )  # fmt: skip
+        wait_healthz(f"http://127.0.0.1:{port}")
+        assert "serving on http://0.0.0.0:9000;" in podman.output("logs", name)
+        # The image's own health check asks the port the relay was given.
+        assert podman.run("healthcheck", "run", name, check=False).returncode == 0
+        assert podman.output("exec", name, "ls", "/data/rooms")
+    finally:  # --volumes: the image's /data is an anonymous volume here
+        podman.run("rm", "--force", "--volumes", "--ignore", name, check=False)
+
+
+def documented_run_block() -> str:
+    """The shell block of docs/deploy.md's `podman run` section, as operators paste it."""
+    section = DEPLOY_DOC.read_text().split("\n## One container with podman\n", 1)[1]
+    block = re.search(r"^```sh\n(.*?)^```", section.split("\n## ", 1)[0], re.DOTALL | re.MULTILINE)
+    assert block is not None, "no sh block in the podman run section"
+    return block.group(1)
+
+
+@pytest.mark.slow
+def test_documented_podman_run_is_healthy_on_an_oci_build(
+    podman: Podman, relay_image: str, tmp_path: Path
+) -> None:
+    """The docs' block, pasted right after a build that dropped HEALTHCHECK.
+
+    podman-compose builds the shared tag in the OCI format, which has no health
+    check; the block declares its own and waits for the relay to listen.
+    """
+    tag = run_id()
+    oci_image, name = f"localhost/securechat-test-oci:{tag}", f"sctest-run-{tag}"
+    volume, port = f"sctest-run-data-{tag}", free_port()
+    (tmp_path / "Containerfile").write_text(f"FROM {relay_image}\nLABEL securechat.test=oci\n")
+    build, *rest = documented_run_block().splitlines(keepends=True)
+    assert build.startswith("podman build "), build  # the session's image stands in for it
+    script = "".join(rest)
+    for old, new in (
+        ("localhost/securechat:latest", oci_image),
+        ("securechat-data:/data", f"{volume}:/data"),
+        ("127.0.0.1:8787:8787", f"127.0.0.1:{port}:8787"),
+    ):
+        assert old in script, old
+        script = script.replace(old, new)
+    # The container's name, wherever it stands as a word of its own.
+    script, named = re.subn(r"(?<=\s)securechat(?=[\s'\"]|$)", name, script, flags=re.MULTILINE)
+    assert named >= 2, script  # podman run --name, and the health check
+    try:
+        podman.build(tmp_path, oci_image, image_format="oci")
+        assert podman.output(
+            "image", "inspect", "--format", "{{.Config.Healthcheck}}", oci_image
+        ) in ("<nil>", "")
+        done = podman.run(script, program=("bash", "-c"))
+        assert done.stdout.strip().endswith("healthy"), done.stdout
+        assert get(port, "/healthz")[2] == b"ok"
+    finally:
+        podman.run("rm", "--force", "--ignore", name, check=False)
+        podman.run("volume", "rm", "--force", volume, check=False)
+        podman.remove_images(oci_image)
+
+
+def locked(path: Path) -> dict[str, list[str]]:
+    """A lock file as {name: its pinned versions}; every pin has its hashes.
+
+    A universal lock may pin one name twice, for interpreters told apart by markers.
+    """
+    pins: dict[str, list[str]] = {}
+    for entry in re.split(r"\n(?=[^\s#])", path.read_text()):
+        first = entry.split("\\", 1)[0].strip()
+        if not first or first.startswith("#"):
+            continue
+        requirement = Requirement(first)
+        (pin,) = requirement.specifier
+        assert pin.operator == "==", first
+        assert "--hash=sha256:" in entry, first
+        pins.setdefault(canonicalize_name(requirement.name), []).append(pin.version)
+    return pins
+
+
+def test_lock_files_pin_what_pyproject_asks_and_the_images_carry_its_version() -> None:
+    """The images install from requirements*.lock (scripts/lock writes them)."""
+    for lock, wanted in (
+        (REPO / "requirements.lock", PYPROJECT["project"]["dependencies"]),
+        (REPO / "requirements-build.lock", PYPROJECT["build-system"]["requires"]),
+    ):
+        pins = locked(lock)
+        for text in wanted:
+            requirement = Requirement(text)
+            for version in pins[canonicalize_name(requirement.name)]:
+                assert requirement.specifier.contains(version), (lock.name, text, version)
+        assert "scripts/lock" in lock.read_text().split("\n", 3)[1], lock.name
+    # The terminal client's packages are an extra, not in the server's image.
+    client = {
+        canonicalize_name(Requirement(r).name)
+        for r in PYPROJECT["project"]["optional-dependencies"]["client"]
+    }
+    assert client, "the client extra"
+    assert not client & set(locked(REPO / "requirements.lock"))
+
+    for containerfile in CONTAINERFILES:
+        text = containerfile.read_text()
+        assert f"\nARG VERSION={PYPROJECT['project']['version']}\n" in text, containerfile
+        assert f'licenses="{PYPROJECT["project"]["license"]}"' in text, containerfile
 
 
 # ----- 2. compose with the onion service -------------------------------------------------

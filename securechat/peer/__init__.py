@@ -3,6 +3,8 @@
 Layers, each its own module:
 
 - ``b64``: strict, canonical base64url without padding.
+- ``bounds``: what a person types is bounded by (imports nothing: the command line
+  uses it).
 - ``link``: invite links (``<origin>/room/<roomId>#<secret>``), made and parsed.
 - ``keys``: HKDF key derivation and AES-GCM sealing of the plaintext JSON.
 - ``events``: what a session reports to its user (frozen records).

@@ -7,7 +7,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Final
 
-from securechat.peer.keys import MAX_NAME_CHARS
+from securechat.peer.bounds import MAX_NAME_CHARS
 from securechat.peer.link import DEFAULT_SERVER
 from securechat.protocol import ClientId, parse_client_id
 

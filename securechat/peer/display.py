@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Final, final
 
+from securechat.peer.bounds import MAX_NAME_CHARS
 from securechat.peer.events import (
     Challenged,
     ChatMessage,
@@ -26,7 +27,6 @@ from securechat.peer.events import (
     Stopped,
     Unreadable,
 )
-from securechat.peer.keys import MAX_NAME_CHARS
 
 # C0 and C1 controls but newline and tab, DEL, and the bidi embeddings and isolates.
 _UNSAFE: Final = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from securechat.peer.b64 import b64url_decode, b64url_encode
+from securechat.peer.bounds import MAX_NAME_CHARS
 from securechat.protocol import ClientId, RoomId
 
 SALT: Final = b"securechat/v1"
@@ -37,7 +38,6 @@ KEY_BYTES: Final = 32  # AES-256 key and access token sizes
 IV_BYTES: Final = 12  # AES-GCM's standard nonce size
 MID_BYTES: Final = 12  # random bytes in a message id: collisions are not a concern
 MAX_TEXT_UTF16: Final = 4000  # a message's text, in UTF-16 code units as browsers count
-MAX_NAME_CHARS: Final = 40  # a display name, in characters
 
 
 class Plaintext(msgspec.Struct, frozen=True, omit_defaults=True):
