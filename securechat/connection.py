@@ -272,6 +272,11 @@ class _Reader:
     async def _tell_room(self, command: Command) -> None:
         assert self._room is not None  # noqa: S101  (checked by _authenticated)
         try:
-            await self._room.send(command)
+            # Without waiting while the inbox has room: this task yields at its next
+            # read anyway, so a second yield here would only cost a scheduler pass.
+            try:
+                self._room.send_nowait(command)
+            except trio.WouldBlock:
+                await self._room.send(command)  # a busy room: wait (backpressure)
         except trio.BrokenResourceError:
             self._member.evict(CloseCode.INTERNAL)

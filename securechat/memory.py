@@ -89,7 +89,7 @@ class MemoryStorage:
             self._quota.stored_bytes += room_bytes(room_id)
         room.last_active = now_ms
         room.swept_at = None
-        before = sum(map(message_bytes, room.history))
+        grown = 0  # counted from what each write adds and drops, not the whole history
         for write in writes:
             match write:
                 case SetVerifier(verifier=verifier, creator=creator):
@@ -100,10 +100,14 @@ class MemoryStorage:
                     pass
                 case Append(message=message, keep=keep):
                     room.last_id = message.id
-                    room.history = [*room.history, message][-keep:] if keep else []
+                    history = [*room.history, message]
+                    cut = max(0, len(history) - keep) if keep else len(history)
+                    grown += message_bytes(message) - sum(map(message_bytes, history[:cut]))
+                    room.history = history[cut:]
                 case Clear():
+                    grown -= sum(map(message_bytes, room.history))
                     room.history = []
-        self._quota.stored_bytes += sum(map(message_bytes, room.history)) - before
+        self._quota.stored_bytes += grown
 
     async def sweep(self, now_ms: int, retention: Retention, active: Collection[RoomId]) -> int:
         await trio.lowlevel.checkpoint()
