@@ -36,6 +36,7 @@ import hypercorn.protocol.h11
 import hypercorn.trio.run
 import trio
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.config import Sockets
 from hypercorn.events import Closed, Event, RawData
 from hypercorn.protocol.events import Body, Data, StreamClosed
 from hypercorn.protocol.h11 import H11Protocol
@@ -50,6 +51,7 @@ from securechat.failures import FailureLog
 from securechat.headers import SECURITY_HEADERS
 from securechat.limits import PONG_DEADLINE_MIN_SECONDS, REFUSAL_SECONDS, SEND_TIMEOUT_SECONDS
 from securechat.sources import Network, SourceLimiter, source_of
+from securechat.startup import ListenError
 
 logger: Final = logging.getLogger("securechat.boundary")
 
@@ -91,6 +93,13 @@ class BoundaryConfig(HypercornConfig):
         # visitors are, per WebSocket, by their X-Forwarded-For source).
         self.peers = peers if peers is not None else SourceLimiter(0)
         self.trusted_proxies = trusted_proxies
+
+    def create_sockets(self) -> Sockets:
+        """Hypercorn's listening sockets; a bind that fails raises ``ListenError``."""
+        try:
+            return super().create_sockets()
+        except OSError as exc:
+            raise ListenError(", ".join(self.bind), exc) from exc
 
 
 def install() -> None:

@@ -19,7 +19,7 @@ from securechat.peer import arguments as peer_arguments
 from securechat.peer import cli as peer_cli
 from securechat.server import serve, tune_garbage_collector
 from securechat.sources import parse_networks
-from securechat.storage import StorageError
+from securechat.startup import describe
 
 ENV_PREFIX: Final = "SECURECHAT_"
 
@@ -128,6 +128,8 @@ _SERVE_OPTIONS: Final[list[tuple[str, Callable[[str], Any], Any, str]]] = [
     ("log-level", _level, "info", "debug, info, warning or error"),
 ]  # fmt: skip
 
+VERSION: Final = f"securechat {__version__}"
+
 
 class _Parser(argparse.ArgumentParser):
     """Reports a bad option in one line, with a pointer to --help."""
@@ -141,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="securechat",
         description="A relay for end-to-end-encrypted chat rooms. It never sees a key.",
     )
-    parser.add_argument("--version", action="version", version=f"securechat {__version__}")
+    parser.add_argument("--version", action="version", version=VERSION)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve_parser = commands.add_parser(
         "serve",
@@ -149,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the relay server. Every option can also be set with an "
         "environment variable: --max-rooms is SECURECHAT_MAX_ROOMS.",
     )
+    serve_parser.set_defaults(command_parser=serve_parser)
+    serve_parser.add_argument("--version", action="version", version=VERSION)
     for flag, convert, default, text in _SERVE_OPTIONS:
         serve_parser.add_argument(
             f"--{flag}", type=convert, default=None, help=f"{text} (default: {default})"
@@ -270,14 +274,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command in peer_arguments.COMMANDS:
         peer_cli.run(args)
     if args.command == "serve":
-        config = config_from_args(parser, args)
+        config = config_from_args(args.command_parser, args)
         sclog.configure(config.log_level)
         tune_garbage_collector()
+        problem = None
         try:
             trio.run(run_server, config)
-        except* StorageError as group:
-            sys.exit(f"securechat: error: {group.exceptions[0]}")
-        except* OSError as group:
-            reason = "; ".join(str(e) for e in group.exceptions)
-            sys.exit(f"securechat: error: cannot listen on {config.host}:{config.port}: {reason}")
+        except (Exception, BaseExceptionGroup) as error:
+            problem = describe(error)
+            if problem is None:
+                raise
+        # Outside the except clause: nothing may wrap the exit (see securechat/startup.py).
+        if problem is not None:
+            logging.shutdown()
+            sys.exit(f"securechat: error: {problem}")
     logging.shutdown()

@@ -11,6 +11,7 @@ import trio
 
 from securechat.protocol import ClientId, MessageOut, RoomId
 from securechat.schema import migrate, open_database
+from securechat.startup import os_reason
 from securechat.storage import (
     MESSAGE_OVERHEAD_BYTES,
     ROOM_OVERHEAD_BYTES,
@@ -95,7 +96,8 @@ class SqliteStorage:
             self._disk = open_database(path)  # the storage thread's
             self._disk.execute("PRAGMA busy_timeout=5000")
         except (OSError, sqlite3.Error) as exc:
-            raise StorageError(f"cannot use data dir {data_dir}: {exc}") from exc
+            reason = os_reason(exc) if isinstance(exc, OSError) else str(exc)
+            raise StorageError(f"cannot use data dir {data_dir}: {reason}") from exc
         self._commits = 0
         self._thread = StorageThread("securechat-storage")
 

@@ -7,7 +7,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "securechat"
 CORE = [
     "limits", "errors", "protocol", "ratelimit", "member", "room", "registry",
     "connection", "storage", "log", "origins", "config", "sources", "capacity", "failures",
-    "sqlite", "memory", "schema", "storage_thread", "ledger", "actor",
+    "sqlite", "memory", "schema", "storage_thread", "ledger", "actor", "startup",
 ]  # fmt: skip
 WEB = ("quart", "quart_trio", "hypercorn", "werkzeug")
 
