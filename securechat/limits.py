@@ -58,6 +58,9 @@ SWEEP_INTERVAL_SECONDS: Final = 3600.0  # how often expired rooms are deleted
 TOMBSTONE_DAYS: Final = 90  # a swept confirmed room's verifier stays: its link still works
 ACTIVE_MARK_SECONDS: Final = 600.0  # a join marks its room active at most this often
 SHUTDOWN_CLOSE_SECONDS: Final = 2.0  # time given to sockets to send their 1001 on shutdown
+# GET /readyz waits this long for the storage thread's read: a disk this slow keeps
+# rooms from starting for as long, and health checks time out at 4-5 s.
+READY_TIMEOUT_SECONDS: Final = 2.0
 
 # The transport boundary (securechat/boundary.py, securechat/capacity.py).
 DEFAULT_MAX_CONNECTIONS: Final = 0  # open TCP connections; 0 = derived from the descriptor limit
