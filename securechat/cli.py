@@ -79,6 +79,12 @@ def _level(text: str) -> str:
     return text.lower()
 
 
+def _log_format(text: str) -> str:
+    if text.lower() not in sclog.LOG_FORMATS:
+        raise argparse.ArgumentTypeError("text or json")
+    return text.lower()
+
+
 # (flag, type, default, help); each also reads SECURECHAT_<FLAG> from the environment.
 _SERVE_OPTIONS: Final[list[tuple[str, Callable[[str], Any], Any, str]]] = [
     ("host", str, "127.0.0.1", "address to listen on"),
@@ -126,6 +132,7 @@ _SERVE_OPTIONS: Final[list[tuple[str, Callable[[str], Any], Any, str]]] = [
     ("idle-timeout", _non_negative_float, limits.DEFAULT_IDLE_TIMEOUT,
      "seconds an authenticated socket may send nothing before close 4410 (0 = no cap)"),
     ("log-level", _level, "info", "debug, info, warning or error"),
+    ("log-format", _log_format, "text", "text, or json: one JSON object per line"),
 ]  # fmt: skip
 
 VERSION: Final = f"securechat {__version__}"
@@ -263,9 +270,9 @@ async def run_server(config: Config) -> None:
 
             nursery.start_soon(wait_signal)
             base: str = await nursery.start(serve, config, shutdown)
-            print(f"securechat: serving on {base}; open {_open_url(base)}", flush=True)
+            sclog.announce(f"serving on {base}; open {_open_url(base)}")
             await shutdown.wait()
-    print("securechat: stopped", flush=True)
+    sclog.announce("stopped")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -275,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         peer_cli.run(args)
     if args.command == "serve":
         config = config_from_args(args.command_parser, args)
-        sclog.configure(config.log_level)
+        sclog.configure(config.log_level, config.log_format)
         tune_garbage_collector()
         problem = None
         try:
@@ -287,5 +294,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         # Outside the except clause: nothing may wrap the exit (see securechat/startup.py).
         if problem is not None:
             logging.shutdown()
-            sys.exit(f"securechat: error: {problem}")
+            sys.exit(sclog.fatal(problem))
     logging.shutdown()

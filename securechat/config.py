@@ -39,3 +39,4 @@ class Config:
     h2c: bool = False  # HTTP/2 over cleartext (prior knowledge or Upgrade: h2c)
     ephemeral: bool = False  # keep everything in memory: nothing on disk, gone on restart
     log_level: str = "info"
+    log_format: str = "text"  # or "json": one object per line (securechat/log.py)

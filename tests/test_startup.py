@@ -75,6 +75,40 @@ def test_an_unwritable_data_dir_is_one_line_with_the_reason(tmp_path: Path) -> N
     assert not data.exists()
 
 
+def test_start_up_errors_in_json_are_one_json_line(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = run(
+            "serve", "--port", str(port), "--data-dir", str(tmp_path / "data"),
+            "--log-format", "json",
+        )  # fmt: skip
+    assert result.returncode == 1
+    line = one_line(result)
+    assert re.fullmatch(
+        r'\{"time": "[0-9T:.-]+Z", "level": "error", "logger": "securechat", "message": '
+        rf'"cannot listen on 127.0.0.1:{port}: address already in use"\}}',
+        line,
+    ), line
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--log-format", "xml"], "text or json"),
+    ],
+)
+def test_bad_operator_options_are_one_line_pointing_at_serve_help(
+    args: list[str], expected: str, tmp_path: Path
+) -> None:
+    result = run("serve", "--port", "0", "--data-dir", str(tmp_path / "data"), *args)
+    assert result.returncode == 2
+    line = one_line(result)
+    assert expected in line
+    assert line.endswith("(see securechat serve --help)")
+
+
 def test_the_readme_table_lists_every_serve_option() -> None:
     """The README's option table and ``securechat serve --help`` name the same options."""
     (serve,) = [
