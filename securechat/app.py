@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 from securechat.config import Config
 from securechat.connection import ConnectionSettings, serve_connection
+from securechat.counters import COUNTS
 from securechat.errors import CLOSE_REASONS, CloseCode
 from securechat.limits import READY_TIMEOUT_SECONDS
 from securechat.log import room_tag
@@ -210,6 +211,7 @@ def create_app(
         )
         admission = sources.try_admit(source)
         if admission is None:
+            COUNTS.closes[CloseCode.TRY_AGAIN] += 1
             await websocket.accept()  # then close: a browser shows a close code, not a status
             await websocket.close(CloseCode.TRY_AGAIN, CLOSE_REASONS[CloseCode.TRY_AGAIN])
             return

@@ -47,6 +47,7 @@ from wsproto.events import Ping
 from wsproto.frame_protocol import CloseReason
 
 from securechat.capacity import ConnectionGauge
+from securechat.counters import COUNTS
 from securechat.failures import FailureLog
 from securechat.headers import SECURITY_HEADERS
 from securechat.limits import PONG_DEADLINE_MIN_SECONDS, REFUSAL_SECONDS, SEND_TIMEOUT_SECONDS
@@ -181,6 +182,7 @@ class _TCPServer(TCPServer):
         connection is closed unanswered. Reading the request first lets the
         close be a FIN, not a reset that could destroy the 503 on its way.
         """
+        COUNTS.http_refusals += 1
         if not gauge.try_start_refusal():
             await trio.aclose_forcefully(self.stream)
             return

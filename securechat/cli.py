@@ -14,6 +14,7 @@ import trio
 from securechat import __version__, limits
 from securechat import log as sclog
 from securechat.config import Config
+from securechat.metrics import is_loopback, parse_address
 from securechat.origins import normalize_origin
 from securechat.peer import arguments as peer_arguments
 from securechat.peer import cli as peer_cli
@@ -83,6 +84,14 @@ def _log_format(text: str) -> str:
     if text.lower() not in sclog.LOG_FORMATS:
         raise argparse.ArgumentTypeError("text or json")
     return text.lower()
+
+
+def _address(text: str) -> str:
+    try:
+        parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 # (flag, type, default, help); each also reads SECURECHAT_<FLAG> from the environment.
@@ -199,6 +208,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep rooms in memory only: nothing is written to disk and history is "
         "gone on restart (env: SECURECHAT_EPHEMERAL=1)",
     )
+    serve_parser.add_argument(
+        "--metrics-address",
+        type=_address,
+        default=None,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on /metrics at this address, e.g. 127.0.0.1:9787 "
+        "(default: off; a loopback address unless --metrics-allow-remote)",
+    )
+    serve_parser.add_argument(
+        "--metrics-allow-remote",
+        action="store_true",
+        default=None,
+        help="let --metrics-address be other than loopback, e.g. 0.0.0.0:9787 in a container "
+        "whose port is published on the host's loopback (env: SECURECHAT_METRICS_ALLOW_REMOTE=1)",
+    )
     return parser
 
 
@@ -215,7 +239,22 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     values["trusted_proxies"] = _repeated(parser, args.trusted_proxy, "trusted-proxy", _network)
     values["ephemeral"] = _switch(parser, args.ephemeral, "ephemeral")
     values["h2c"] = _switch(parser, args.h2c, "h2c")
+    values["metrics_address"] = _metrics_address(parser, args)
     return Config(**values)
+
+
+def _metrics_address(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """The metrics listener's address, "" for none; refused if not loopback, unless allowed."""
+    given = "--metrics-address" if args.metrics_address else f"{ENV_PREFIX}METRICS_ADDRESS"
+    address: str = args.metrics_address or _from_env(parser, "metrics-address", _address, "")
+    allow_remote = _switch(parser, args.metrics_allow_remote, "metrics-allow-remote")
+    if address and not allow_remote and not is_loopback(parse_address(address)[0]):
+        parser.error(
+            f"{given} {address} is not a loopback address, so anyone who reaches it could "
+            "read the metrics; add --metrics-allow-remote if a firewall or the container's "
+            "network keeps it private"
+        )
+    return address
 
 
 def _repeated(

@@ -16,6 +16,7 @@ from typing import TypeAlias, final
 
 import trio
 
+from securechat.counters import COUNTS
 from securechat.errors import CloseCode
 from securechat.limits import OUTBOX_HIGH_WATER
 from securechat.protocol import ClientId
@@ -102,6 +103,7 @@ class Member:
         """Close this connection with ``code``. The first code given wins."""
         if self.close_code is None:
             self.close_code = code
+            COUNTS.closes[code] += 1
         self.cancel_scope.cancel()
 
     def __repr__(self) -> str:

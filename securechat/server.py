@@ -31,6 +31,7 @@ from securechat.limits import (
     TOMBSTONE_DAYS,
 )
 from securechat.memory import MemoryStorage
+from securechat.metrics import Readings, serve_metrics
 from securechat.registry import Registry
 from securechat.room import RoomSettings
 from securechat.sources import SourceLimiter, parse_networks
@@ -152,6 +153,9 @@ async def serve(
             )
             registry = Registry(storage, settings, config.max_rooms, nursery, budget)
             app = SecurityHeaders(create_app(config, registry, readiness=store))
+            if config.metrics_address:
+                readings = Readings(registry, gauge, quota, config.max_rooms)
+                await nursery.start(serve_metrics, config.metrics_address, readings)
             stop_http = trio.Event()
             http_done = trio.Event()
 

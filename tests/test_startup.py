@@ -62,6 +62,21 @@ def test_port_in_use_is_one_line_with_the_reason(tmp_path: Path) -> None:
     )
 
 
+def test_metrics_port_in_use_names_the_metrics_address(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = run(
+            "serve", "--port", "0", "--data-dir", str(tmp_path / "data"),
+            "--metrics-address", f"127.0.0.1:{port}",
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert one_line(result) == (
+        f"securechat: error: cannot listen on 127.0.0.1:{port}: address already in use"
+    )
+
+
 def test_an_unwritable_data_dir_is_one_line_with_the_reason(tmp_path: Path) -> None:
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o555)
@@ -96,6 +111,11 @@ def test_start_up_errors_in_json_are_one_json_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
+        (["--metrics-address", "0.0.0.0:9787"], "not a loopback address"),
+        (["--metrics-address", "[::]:9787"], "not a loopback address"),
+        (["--metrics-address", "metrics.example.org:9787"], "not a loopback address"),
+        (["--metrics-address", "9787"], "not HOST:PORT"),
+        (["--metrics-address", "::1:9787"], "in brackets"),
         (["--log-format", "xml"], "text or json"),
     ],
 )
@@ -106,6 +126,21 @@ def test_bad_operator_options_are_one_line_pointing_at_serve_help(
     assert result.returncode == 2
     line = one_line(result)
     assert expected in line
+    assert line.endswith("(see securechat serve --help)")
+
+
+def test_a_bad_variable_points_at_serve_help() -> None:
+    result = subprocess.run(
+        server_command("serve"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "SECURECHAT_METRICS_ADDRESS": "10.1.2.3:9787"},
+        check=False,
+    )
+    assert result.returncode == 2
+    line = one_line(result)
+    assert "not a loopback address" in line
     assert line.endswith("(see securechat serve --help)")
 
 
