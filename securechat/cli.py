@@ -11,7 +11,7 @@ from typing import Any, Final, NoReturn, cast
 
 import trio
 
-from securechat import __version__, limits
+from securechat import __version__, backup, limits
 from securechat import log as sclog
 from securechat.config import Config
 from securechat.metrics import is_loopback, parse_address
@@ -223,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="let --metrics-address be other than loopback, e.g. 0.0.0.0:9787 in a container "
         "whose port is published on the host's loopback (env: SECURECHAT_METRICS_ALLOW_REMOTE=1)",
     )
+    backup.add_command(commands)
     return parser
 
 
@@ -319,6 +320,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command in peer_arguments.COMMANDS:
         peer_cli.run(args)
+    if args.command == "backup":
+        data_dir = args.data_dir or _from_env(args.command_parser, "data-dir", Path, Path("data"))
+        backup.run(data_dir, args.path, force=args.force)
     if args.command == "serve":
         config = config_from_args(args.command_parser, args)
         sclog.configure(config.log_level, config.log_format)
