@@ -11,6 +11,8 @@ import os
 import re
 import socket
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
@@ -35,6 +37,15 @@ def run(*args: str, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess
     )
 
 
+@contextmanager
+def held_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that a socket of this test listens on, until the block ends."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
 def one_line(result: subprocess.CompletedProcess[str]) -> str:
     """stderr, which must be exactly one line; nothing on stdout."""
     lines = result.stderr.splitlines()
@@ -51,10 +62,7 @@ def test_version_is_the_installed_distributions(args: list[str]) -> None:
 
 
 def test_port_in_use_is_one_line_with_the_reason(tmp_path: Path) -> None:
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        port = holder.getsockname()[1]
+    with held_port() as port:
         result = run("serve", "--port", str(port), "--data-dir", str(tmp_path / "data"))
     assert result.returncode == 1
     assert one_line(result) == (
@@ -63,10 +71,7 @@ def test_port_in_use_is_one_line_with_the_reason(tmp_path: Path) -> None:
 
 
 def test_metrics_port_in_use_names_the_metrics_address(tmp_path: Path) -> None:
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        port = holder.getsockname()[1]
+    with held_port() as port:
         result = run(
             "serve", "--port", "0", "--data-dir", str(tmp_path / "data"),
             "--metrics-address", f"127.0.0.1:{port}",
@@ -91,10 +96,7 @@ def test_an_unwritable_data_dir_is_one_line_with_the_reason(tmp_path: Path) -> N
 
 
 def test_start_up_errors_in_json_are_one_json_line(tmp_path: Path) -> None:
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        port = holder.getsockname()[1]
+    with held_port() as port:
         result = run(
             "serve", "--port", str(port), "--data-dir", str(tmp_path / "data"),
             "--log-format", "json",
