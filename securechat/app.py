@@ -15,15 +15,17 @@ from werkzeug.exceptions import HTTPException
 
 from securechat.config import Config
 from securechat.connection import ConnectionSettings, serve_connection
+from securechat.counters import COUNTS
 from securechat.errors import CLOSE_REASONS, CloseCode
 from securechat.frames import text_payload
-from securechat.limits import CLOSE_HANDSHAKE_SECONDS
+from securechat.limits import CLOSE_HANDSHAKE_SECONDS, READY_TIMEOUT_SECONDS
 from securechat.log import room_tag
 from securechat.origins import normalize_origin, origin_allowed
 from securechat.outbox import FRAMES_EXTENSION, FrameSink
 from securechat.protocol import parse_client_id, parse_room_id
 from securechat.registry import Registry
 from securechat.sources import SourceLimiter, parse_networks, source_of
+from securechat.storage import Readiness
 
 PAGE: Final = "index.html"
 CONTENT_TYPES: Final = {
@@ -195,8 +197,18 @@ def _describe_route(kind: str, rule: object, view_args: dict[str, object] | None
     return f"{kind} {pattern}" + (f" (room {room_tag(room)})" if isinstance(room, str) else "")
 
 
-def create_app(config: Config, registry: Registry, client_files: Path | None = None) -> QuartTrio:
-    """Build the Quart-Trio app. ``registry`` must be running for the app's lifetime."""
+def create_app(
+    config: Config,
+    registry: Registry,
+    client_files: Path | None = None,
+    *,
+    readiness: Readiness | None = None,
+) -> QuartTrio:
+    """Build the Quart-Trio app. ``registry`` must be running for the app's lifetime.
+
+    ``/readyz`` asks ``readiness`` whether the storage answers within
+    ``READY_TIMEOUT_SECONDS`` (without one, it answers as ``/healthz`` does).
+    """
     app = _App("securechat")
     app.config["MAX_CONTENT_LENGTH"] = 0  # no route takes a request body
     files = load_client_files(client_files or client_dir())
@@ -232,6 +244,12 @@ def create_app(config: Config, registry: Registry, client_files: Path | None = N
     async def healthz() -> Response:
         return text("ok")
 
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        if readiness is None or await readiness.answers(READY_TIMEOUT_SECONDS):
+            return text("ready")
+        return text("not ready", 503)
+
     @app.get("/new_chat")
     async def new_chat() -> Response:
         return serve_file(PAGE)
@@ -264,6 +282,7 @@ def create_app(config: Config, registry: Registry, client_files: Path | None = N
         )
         admission = sources.try_admit(source)
         if admission is None:
+            COUNTS.closes[CloseCode.TRY_AGAIN] += 1
             await websocket.accept()  # then close: a browser shows a close code, not a status
             await websocket.close(CloseCode.TRY_AGAIN, CLOSE_REASONS[CloseCode.TRY_AGAIN])
             return

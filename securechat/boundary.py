@@ -37,16 +37,19 @@ import hypercorn.protocol.h11
 import hypercorn.trio.run
 import trio
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.config import Sockets
 from hypercorn.events import Closed, Event, RawData
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.typing import H11SendableEvent
 
 from securechat.capacity import ConnectionGauge
+from securechat.counters import COUNTS
 from securechat.failures import FailureLog
 from securechat.headers import SECURITY_HEADERS
 from securechat.limits import REFUSAL_SECONDS, SEND_TIMEOUT_SECONDS
 from securechat.sources import Network, SourceLimiter, source_of
+from securechat.startup import ListenError
 from securechat.wsstream import SERVING, HardenedWSStream
 
 logger: Final = logging.getLogger("securechat.boundary")
@@ -89,6 +92,13 @@ class BoundaryConfig(HypercornConfig):
         # visitors are, per WebSocket, by their X-Forwarded-For source).
         self.peers = peers if peers is not None else SourceLimiter(0)
         self.trusted_proxies = trusted_proxies
+
+    def create_sockets(self) -> Sockets:
+        """Hypercorn's listening sockets; a bind that fails raises ``ListenError``."""
+        try:
+            return super().create_sockets()
+        except OSError as exc:
+            raise ListenError(", ".join(self.bind), exc) from exc
 
 
 def install() -> None:
@@ -178,6 +188,7 @@ class _TCPServer(TCPServer):
         connection is closed unanswered. Reading the request first lets the
         close be a FIN, not a reset that could destroy the 503 on its way.
         """
+        COUNTS.http_refusals += 1
         if not gauge.try_start_refusal():
             await trio.aclose_forcefully(self.stream)
             return

@@ -11,14 +11,15 @@ from typing import Any, Final, NoReturn, cast
 
 import trio
 
-from securechat import __version__, limits
+from securechat import __version__, backup, limits
 from securechat import log as sclog
 from securechat.config import Config
+from securechat.metrics import is_loopback, parse_address
 from securechat.origins import normalize_origin
 from securechat.peer import arguments as peer_arguments
 from securechat.server import serve, tune_garbage_collector
 from securechat.sources import parse_networks
-from securechat.storage import StorageError
+from securechat.startup import describe
 
 ENV_PREFIX: Final = "SECURECHAT_"
 # What the terminal client imports beyond the server's dependencies: the ``client``
@@ -81,6 +82,20 @@ def _level(text: str) -> str:
     return text.lower()
 
 
+def _log_format(text: str) -> str:
+    if text.lower() not in sclog.LOG_FORMATS:
+        raise argparse.ArgumentTypeError("text or json")
+    return text.lower()
+
+
+def _address(text: str) -> str:
+    try:
+        parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 # (flag, type, default, help); each also reads SECURECHAT_<FLAG> from the environment.
 _SERVE_OPTIONS: Final[list[tuple[str, Callable[[str], Any], Any, str]]] = [
     ("host", str, "127.0.0.1", "address to listen on"),
@@ -128,7 +143,10 @@ _SERVE_OPTIONS: Final[list[tuple[str, Callable[[str], Any], Any, str]]] = [
     ("idle-timeout", _non_negative_float, limits.DEFAULT_IDLE_TIMEOUT,
      "seconds an authenticated socket may send nothing before close 4410 (0 = no cap)"),
     ("log-level", _level, "info", "debug, info, warning or error"),
+    ("log-format", _log_format, "text", "text, or json: one JSON object per line"),
 ]  # fmt: skip
+
+VERSION: Final = f"securechat {__version__}"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -143,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="securechat",
         description="A relay for end-to-end-encrypted chat rooms. It never sees a key.",
     )
-    parser.add_argument("--version", action="version", version=f"securechat {__version__}")
+    parser.add_argument("--version", action="version", version=VERSION)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve_parser = commands.add_parser(
         "serve",
@@ -151,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the relay server. Every option can also be set with an "
         "environment variable: --max-rooms is SECURECHAT_MAX_ROOMS.",
     )
+    serve_parser.set_defaults(command_parser=serve_parser)
+    serve_parser.add_argument("--version", action="version", version=VERSION)
     for flag, convert, default, text in _SERVE_OPTIONS:
         serve_parser.add_argument(
             f"--{flag}", type=convert, default=None, help=f"{text} (default: {default})"
@@ -190,6 +210,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep rooms in memory only: nothing is written to disk and history is "
         "gone on restart (env: SECURECHAT_EPHEMERAL=1)",
     )
+    serve_parser.add_argument(
+        "--metrics-address",
+        type=_address,
+        default=None,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on /metrics at this address, e.g. 127.0.0.1:9787 "
+        "(default: off; a loopback address unless --metrics-allow-remote)",
+    )
+    serve_parser.add_argument(
+        "--metrics-allow-remote",
+        action="store_true",
+        default=None,
+        help="let --metrics-address be other than loopback, e.g. 0.0.0.0:9787 in a container "
+        "whose port is published on the host's loopback (env: SECURECHAT_METRICS_ALLOW_REMOTE=1)",
+    )
+    backup.add_command(commands)
     return parser
 
 
@@ -206,7 +242,22 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     values["trusted_proxies"] = _repeated(parser, args.trusted_proxy, "trusted-proxy", _network)
     values["ephemeral"] = _switch(parser, args.ephemeral, "ephemeral")
     values["h2c"] = _switch(parser, args.h2c, "h2c")
+    values["metrics_address"] = _metrics_address(parser, args)
     return Config(**values)
+
+
+def _metrics_address(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """The metrics listener's address, "" for none; refused if not loopback, unless allowed."""
+    given = "--metrics-address" if args.metrics_address else f"{ENV_PREFIX}METRICS_ADDRESS"
+    address: str = args.metrics_address or _from_env(parser, "metrics-address", _address, "")
+    allow_remote = _switch(parser, args.metrics_allow_remote, "metrics-allow-remote")
+    if address and not allow_remote and not is_loopback(parse_address(address)[0]):
+        parser.error(
+            f"{given} {address} is not a loopback address, so anyone who reaches it could "
+            "read the metrics; add --metrics-allow-remote if a firewall or the container's "
+            "network keeps it private"
+        )
+    return address
 
 
 def _repeated(
@@ -261,9 +312,9 @@ async def run_server(config: Config) -> None:
 
             nursery.start_soon(wait_signal)
             base: str = await nursery.start(serve, config, shutdown)
-            print(f"securechat: serving on {base}; open {_open_url(base)}", flush=True)
+            sclog.announce(f"serving on {base}; open {_open_url(base)}")
             await shutdown.wait()
-    print("securechat: stopped", flush=True)
+    sclog.announce("stopped")
 
 
 def _run_client(args: argparse.Namespace) -> None:
@@ -288,15 +339,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command in peer_arguments.COMMANDS:
         _run_client(args)
+    if args.command == "backup":
+        data_dir = args.data_dir or _from_env(args.command_parser, "data-dir", Path, Path("data"))
+        backup.run(data_dir, args.path, force=args.force)
     if args.command == "serve":
-        config = config_from_args(parser, args)
-        sclog.configure(config.log_level)
+        config = config_from_args(args.command_parser, args)
+        sclog.configure(config.log_level, config.log_format)
         tune_garbage_collector()
+        problem = None
         try:
             trio.run(run_server, config)
-        except* StorageError as group:
-            sys.exit(f"securechat: error: {group.exceptions[0]}")
-        except* OSError as group:
-            reason = "; ".join(str(e) for e in group.exceptions)
-            sys.exit(f"securechat: error: cannot listen on {config.host}:{config.port}: {reason}")
+        except (Exception, BaseExceptionGroup) as error:
+            problem = describe(error)
+            if problem is None:
+                raise
+        # Outside the except clause: nothing may wrap the exit (see securechat/startup.py).
+        if problem is not None:
+            logging.shutdown()
+            sys.exit(sclog.fatal(problem))
     logging.shutdown()

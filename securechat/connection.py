@@ -21,6 +21,7 @@ from typing import Final, Protocol, final
 import msgspec
 import trio
 
+from securechat.counters import COUNTS
 from securechat.errors import CLOSE_REASONS, CloseCode, ErrorCode
 from securechat.frames import text_frame
 from securechat.limits import ABUSE_THRESHOLD, ABUSE_WINDOW_SECONDS, OUTBOX_FRAMES
@@ -219,6 +220,7 @@ class _Reader:
             self._room_id, self._member, verifier, source=self._source, proof_bits=proof_bits
         )
         if isinstance(joined, ProofNeeded):
+            COUNTS.challenges += 1
             challenge = new_challenge()
             self._challenge = (challenge, joined.bits)
             self._hello_window.deadline = trio.current_time() + CHALLENGE_SECONDS
@@ -258,12 +260,14 @@ class _Reader:
         """Answer a rate-limited frame, and close on sustained abuse. Not a bad frame."""
         if allowed:
             return True
+        COUNTS.errors[ErrorCode.RATE_LIMITED] += 1
         self._member.deliver_nowait(SLOW_DOWN)
         if self._abuse.add(trio.current_time()):
             self._member.evict(CloseCode.RATE_ABUSE)
         return False
 
     def _bad_frame(self, error: FrameError) -> None:
+        COUNTS.errors[error.code] += 1
         self._member.deliver_nowait(Answer(encode_error(error)))
         self._bad_frames += 1
         if self._bad_frames >= self._settings.max_bad_frames:

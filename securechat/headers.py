@@ -15,6 +15,8 @@ from hypercorn.typing import (
     Scope,
 )
 
+from securechat.counters import COUNTS
+
 # The page loads only its own script and style: nothing inline, no eval, no
 # frames, no data: images (the page has none), and Trusted Types with no policy,
 # so no string ever becomes HTML or code.
@@ -64,6 +66,7 @@ class SecurityHeaders:
             if event["type"] == "http.response.start" or (
                 event["type"] == "websocket.http.response.start"
             ):
+                COUNTS.responses[event["status"]] += 1
                 kept = [(k, v) for k, v in event["headers"] if k.lower() not in _NAMES]
                 event["headers"] = kept + _ENCODED
             await send(event)

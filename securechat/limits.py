@@ -62,6 +62,9 @@ SHUTDOWN_CLOSE_SECONDS: Final = 2.0  # time given to sockets to send their 1001 
 # sends, waiting for the peer's close: closing a socket with unread bytes resets it,
 # and a reset destroys what the peer has not read yet, the close frame included.
 CLOSE_HANDSHAKE_SECONDS: Final = 1.0
+# GET /readyz waits this long for the storage thread's read: a disk this slow keeps
+# rooms from starting for as long, and health checks time out at 4-5 s.
+READY_TIMEOUT_SECONDS: Final = 2.0
 
 # The transport boundary (securechat/boundary.py, securechat/capacity.py).
 DEFAULT_MAX_CONNECTIONS: Final = 0  # open TCP connections; 0 = derived from the descriptor limit

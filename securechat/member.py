@@ -16,6 +16,7 @@ from typing import TypeAlias, final
 
 import trio
 
+from securechat.counters import COUNTS
 from securechat.errors import CloseCode
 from securechat.frames import text_frame
 from securechat.limits import OUTBOX_HIGH_WATER
@@ -90,6 +91,7 @@ class Member:
         """Close this connection with ``code``. The first code given wins."""
         if self.close_code is None:
             self.close_code = code
+            COUNTS.closes[code] += 1
         self.cancel_scope.cancel()
 
     def __repr__(self) -> str:

@@ -18,6 +18,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Final, final
 
+from securechat.counters import COUNTS
 from securechat.errors import CloseCode, ErrorCode
 from securechat.frames import text_frame
 from securechat.ledger import HistoryLedger, Lifecycle
@@ -157,6 +158,7 @@ class Outcome:
         self.wants_history |= text is Pending.HISTORY
 
     def answer(self, member: Member, answer: Answer) -> None:
+        COUNTS.errors[ErrorCode.RATE_LIMITED] += 1  # a room answers only with rate_limited
         self.deliveries.append(((member,), answer))
 
     def carry_out(self, history: str = "") -> None:
@@ -228,6 +230,7 @@ class RoomRules:
         # the room, not even that it is full.
         if self.verifier is None:
             self.verifier = verifier  # trust on first use
+            COUNTS.rooms_created += 1
             self.life.created(member.client_id)
             out.writes.append(SetVerifier(verifier, member.client_id))
         elif not hmac.compare_digest(self.verifier, verifier):
@@ -238,6 +241,7 @@ class RoomRules:
             return
         others = tuple(self.members)
         self.members[member] = None
+        COUNTS.joins += 1
         first = member.client_id not in self._counts
         self._counts[member.client_id] = self._counts.get(member.client_id, 0) + 1
         participants = self.participants
@@ -285,6 +289,7 @@ class RoomRules:
             id=self.last_id, sender=member.client_id, sent_at=now_ms, iv=iv, ciphertext=ciphertext
         )
         out.writes.append(Append(message, keep=keep))
+        COUNTS.messages += 1
         # The sender gets its own message back: that is its confirmation.
         out.deliver(tuple(self.members), encode(message))
 
@@ -302,6 +307,7 @@ class RoomRules:
             return  # the room is behind, or the sender itself was closed for stalling
         others = tuple(m for m in self.members if m is not member)
         if others:  # encoded once, the same text for every recipient
+            COUNTS.signals += 1
             signal = SignalOut(sender=member.client_id, iv=iv, ciphertext=ciphertext)
             out.deliver(others, encode(signal))
 

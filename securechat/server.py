@@ -31,6 +31,7 @@ from securechat.limits import (
     TOMBSTONE_DAYS,
 )
 from securechat.memory import MemoryStorage
+from securechat.metrics import Readings, serve_metrics
 from securechat.registry import Registry
 from securechat.room import RoomSettings
 from securechat.sources import SourceLimiter, parse_networks
@@ -134,9 +135,8 @@ async def serve(
     # A maximal message, base64url'd, with its IV, sender and row: 2 x is generous.
     reserve = 2 * config.max_ciphertext
     quota = Quota(config.max_storage_mb * MIB, config.max_stored_rooms, reserve_bytes=reserve)
-    storage: Storage = (
-        MemoryStorage(quota) if config.ephemeral else SqliteStorage(config.data_dir, quota)
-    )
+    store = MemoryStorage(quota) if config.ephemeral else SqliteStorage(config.data_dir, quota)
+    storage: Storage = store
     try:
         async with trio.open_nursery() as nursery:
             settings = RoomSettings(
@@ -152,7 +152,10 @@ async def serve(
                 trio.current_time(),
             )
             registry = Registry(storage, settings, config.max_rooms, nursery, budget)
-            app = SecurityHeaders(create_app(config, registry))
+            app = SecurityHeaders(create_app(config, registry, readiness=store))
+            if config.metrics_address:
+                readings = Readings(registry, gauge, quota, config.max_rooms)
+                await nursery.start(serve_metrics, config.metrics_address, readings)
             stop_http = trio.Event()
             http_done = trio.Event()
 

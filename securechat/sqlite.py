@@ -7,10 +7,12 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Final, TypeVar, final
 
+import outcome
 import trio
 
 from securechat.protocol import ClientId, MessageOut, RoomId
 from securechat.schema import migrate, open_database
+from securechat.startup import os_reason
 from securechat.storage import (
     MESSAGE_OVERHEAD_BYTES,
     ROOM_OVERHEAD_BYTES,
@@ -28,7 +30,7 @@ from securechat.storage import (
     message_bytes,
     room_bytes,
 )
-from securechat.storage_thread import StorageThread
+from securechat.storage_thread import Call, StorageThread
 
 CHECKPOINT_COMMITS: Final = 500  # about SQLite's own 1,000 WAL pages between checkpoints
 CHECKPOINT: Final = "PRAGMA wal_checkpoint(PASSIVE)"  # never waits for, nor blocks, a commit
@@ -95,9 +97,11 @@ class SqliteStorage:
             self._disk = open_database(path)  # the storage thread's
             self._disk.execute("PRAGMA busy_timeout=5000")
         except (OSError, sqlite3.Error) as exc:
-            raise StorageError(f"cannot use data dir {data_dir}: {exc}") from exc
+            reason = os_reason(exc) if isinstance(exc, OSError) else str(exc)
+            raise StorageError(f"cannot use data dir {data_dir}: {reason}") from exc
         self._commits = 0
         self._thread = StorageThread("securechat-storage")
+        self._probe: Call | None = None  # the last readiness read (``answers``)
 
     @property
     def quota(self) -> Quota:
@@ -148,6 +152,29 @@ class SqliteStorage:
         if removed:
             self._thread.put_nowait(functools.partial(self._disk.execute, SCRUB))
         return removed
+
+    async def answers(self, seconds: float) -> bool:
+        """Whether the storage thread runs a cheap read of the file within ``seconds``.
+
+        The thread is where loads wait for the disk: if this read is stuck behind a
+        hung disk or a long checkpoint, so are the rooms that are starting.
+
+        Resource handling: at most one such read is queued at a time. Callers that
+        come while it is out wait for that one (each for ``seconds`` at most), so
+        however often readiness is asked, and however long the disk hangs, the
+        thread owes one read.
+        """
+        probe = self._probe
+        if probe is None or probe.done is None or probe.done.is_set():
+            probe = self._probe = self._thread.call_nowait(self._read_schema)
+        assert probe.done is not None  # noqa: S101  (call_nowait makes it)
+        with trio.move_on_after(seconds):
+            await probe.done.wait()
+            return isinstance(probe.result, outcome.Value)
+        return False
+
+    def _read_schema(self) -> object:
+        return self._disk.execute("SELECT count(*) FROM sqlite_master").fetchall()
 
     def close(self) -> None:
         """Finish the queued calls, stop the thread, checkpoint, close (blocks briefly)."""

@@ -178,5 +178,13 @@ class Storage(Protocol):
     def close(self) -> None: ...
 
 
+class Readiness(Protocol):
+    """Whether a storage answers: ``GET /readyz`` (``SqliteStorage``, ``MemoryStorage``)."""
+
+    async def answers(self, seconds: float) -> bool:
+        """Whether a cheap read comes back within ``seconds`` (never raises)."""
+        ...
+
+
 class StorageError(Exception):
     """The data dir cannot be used (raised at start, with a readable reason)."""

@@ -20,7 +20,7 @@ T = TypeVar("T")
 
 @final
 @dataclass(slots=True)
-class _Request:
+class Call:
     """One call handed to the thread, and how to wake its caller (if one waits)."""
 
     run: Callable[[], object]
@@ -38,17 +38,17 @@ class StorageThread:
     """
 
     def __init__(self, name: str) -> None:
-        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Call | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
     def put_nowait(self, run: Callable[[], object]) -> None:
         """Queue ``run`` without waiting for it (a checkpoint, say); its result is dropped."""
-        self._queue.put(_Request(run))
+        self._queue.put(Call(run))
 
     async def call(self, run: Callable[[], T], kind: type | tuple[type, ...]) -> T:
         """Run ``run`` after every call queued before it; return its result or raise."""
-        request = _Request(run, trio.lowlevel.current_trio_token(), trio.Event())
+        request = Call(run, trio.lowlevel.current_trio_token(), trio.Event())
         self._queue.put(request)
         assert request.done is not None  # noqa: S101  (made just above)
         with trio.CancelScope(shield=True):
@@ -58,6 +58,13 @@ class StorageThread:
         value = request.result.unwrap()
         assert isinstance(value, kind)  # noqa: S101  (each run returns its kind)
         return cast("T", value)
+
+    def call_nowait(self, run: Callable[[], object]) -> Call:
+        """Queue ``run`` and return at once: ``done`` is set once it has run, with its
+        ``result``. For a caller that may stop waiting; the call runs all the same."""
+        request = Call(run, trio.lowlevel.current_trio_token(), trio.Event())
+        self._queue.put(request)
+        return request
 
     def close(self) -> None:
         """Finish the queued calls and stop the thread (blocks until then)."""

@@ -9,16 +9,20 @@ How these tests are written:
   by ``trio.fail_after``.
 - Everything a test starts, it stops: servers by their shutdown event, processes
   by kill in a ``finally``.
+
+The container tests' session fixtures (podman, the bases, the relay image) are
+here, so that every test file that runs the image shares one build of it.
 """
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import trio
 
 from tests.browser import require_chromium
+from tests.containers import REPO, Bases, Podman, build_bases, check_podman, run_id, unavailable
 from tests.harness import ServerHandle, make_config, start_server
 
 
@@ -43,3 +47,43 @@ def env(tmp_path: Path) -> dict[str, str]:
         "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
         "PYTHONUNBUFFERED": "1",
     }
+
+
+# ----- the container tests' session fixtures (tests/containers.py says how) -----------------
+
+
+@pytest.fixture(scope="session")
+def podman(tmp_path_factory: pytest.TempPathFactory) -> Podman:
+    configured = Podman.configure(tmp_path_factory.mktemp("podman"))
+    reason = check_podman(configured)
+    if reason is not None:
+        unavailable(reason)
+    return configured
+
+
+@pytest.fixture(scope="session")
+def session_tag() -> str:
+    return run_id()
+
+
+@pytest.fixture(scope="session")
+def bases(
+    podman: Podman, tmp_path_factory: pytest.TempPathFactory, session_tag: str
+) -> Iterator[Bases]:
+    made: Bases | None = None
+    try:
+        made = build_bases(podman, tmp_path_factory.mktemp("bases"), session_tag)
+        yield made
+    finally:
+        if made is not None:
+            podman.remove_images(made.python, made.tor)
+
+
+@pytest.fixture(scope="session")
+def relay_image(podman: Podman, bases: Bases, session_tag: str) -> Iterator[str]:
+    tag = f"localhost/securechat-test:{session_tag}"
+    try:
+        podman.build(REPO, tag, base=bases.python)
+        yield tag
+    finally:
+        podman.remove_images(tag)

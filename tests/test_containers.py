@@ -35,8 +35,6 @@ from tests.containers import (
     REPO,
     Bases,
     Podman,
-    build_bases,
-    check_podman,
     find_podman_compose,
     free_port,
     run_id,
@@ -63,44 +61,8 @@ MAX_RELAY_GROWTH: Final = 25 * MB
 MAX_TOR_GROWTH: Final = 21 * MB
 
 
-# ----- session fixtures: podman, the bases, the relay image ------------------------------
-
-
-@pytest.fixture(scope="session")
-def podman(tmp_path_factory: pytest.TempPathFactory) -> Podman:
-    configured = Podman.configure(tmp_path_factory.mktemp("podman"))
-    reason = check_podman(configured)
-    if reason is not None:
-        unavailable(reason)
-    return configured
-
-
-@pytest.fixture(scope="session")
-def session_tag() -> str:
-    return run_id()
-
-
-@pytest.fixture(scope="session")
-def bases(
-    podman: Podman, tmp_path_factory: pytest.TempPathFactory, session_tag: str
-) -> Iterator[Bases]:
-    made: Bases | None = None
-    try:
-        made = build_bases(podman, tmp_path_factory.mktemp("bases"), session_tag)
-        yield made
-    finally:
-        if made is not None:
-            podman.remove_images(made.python, made.tor)
-
-
-@pytest.fixture(scope="session")
-def relay_image(podman: Podman, bases: Bases, session_tag: str) -> Iterator[str]:
-    tag = f"localhost/securechat-test:{session_tag}"
-    try:
-        podman.build(REPO, tag, base=bases.python)
-        yield tag
-    finally:
-        podman.remove_images(tag)
+# The session fixtures (podman, the bases, the relay image) are in tests/conftest.py,
+# shared with tests/test_backup_container.py so the image is built once.
 
 
 @pytest.fixture(scope="session")
