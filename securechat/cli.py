@@ -89,6 +89,8 @@ def _log_format(text: str) -> str:
 
 
 def _address(text: str) -> str:
+    if not text:
+        return text  # an empty SECURECHAT_METRICS_ADDRESS= leaves metrics off, as unset does
     try:
         parse_address(text)
     except ValueError as exc:

@@ -18,6 +18,7 @@ whoever made it, in ``finally`` blocks and fixture teardown.
 """
 
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -99,6 +100,26 @@ def find_podman_compose() -> str | None:
     return str(here) if here.exists() else shutil.which("podman-compose")
 
 
+# Debian's package (scripts/test installs it): 1.0.3 on Debian 12, 1.0.6 on Ubuntu 24.04.
+DISTRIBUTION_PODMAN_COMPOSE: Final = "/usr/bin/podman-compose"
+
+
+def podman_compose_version(program: str) -> tuple[int, int, int] | None:
+    """The version ``program version`` prints (1.0.x says "podman-composer version")."""
+    try:
+        done = subprocess.run(
+            [program, "version"], capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
+            check=False,
+        )  # fmt: skip
+    except OSError:
+        return None
+    found = re.search(r"podman-composer? version\s+(\d+)\.(\d+)\.(\d+)", done.stdout)
+    if found is None:
+        return None
+    major, minor, patch = (int(part) for part in found.groups())
+    return major, minor, patch
+
+
 @dataclass(frozen=True, slots=True)
 class Podman:
     """The podman command with the private configuration."""
@@ -119,8 +140,11 @@ class Podman:
         cwd: Path | None = None,
         env: Mapping[str, str] | None = None,
         program: Sequence[str] = ("podman",),
+        stdin: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run ``podman *args`` (or another program in this environment) to completion.
+
+        ``stdin``, if given, is the command's standard input; else it has none.
 
         Error handling: with ``check``, a non-zero exit fails the test with the
         command's output, which is what one needs to see when a build breaks.
@@ -130,6 +154,8 @@ class Podman:
             command,
             env={**self.env, **(env or {})},
             cwd=cwd,
+            input=stdin,
+            stdin=subprocess.DEVNULL if stdin is None else None,
             capture_output=True,
             text=True,
             timeout=timeout,

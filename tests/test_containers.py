@@ -30,6 +30,7 @@ from securechat.headers import SECURITY_HEADERS
 from tests.containers import (
     BUILD_TIMEOUT,
     COMMAND_TIMEOUT,
+    DISTRIBUTION_PODMAN_COMPOSE,
     QUADLET_GENERATORS,
     READY_TIMEOUT,
     REPO,
@@ -37,6 +38,7 @@ from tests.containers import (
     Podman,
     find_podman_compose,
     free_port,
+    podman_compose_version,
     run_id,
     unavailable,
     unpack_quadlet,
@@ -397,23 +399,57 @@ def test_lock_files_pin_what_pyproject_asks_and_the_images_carry_its_version() -
 # ----- 2. compose with the onion service -------------------------------------------------
 
 
+# The podman-compose versions compose.yaml is tested with: Debian 12's package (1.0.3;
+# Ubuntu 24.04 has 1.0.6, with 1.0.3's health check code) and PyPI's (1.6 or later).
+COMPOSE_VERSIONS: Final = {"1.0": ((1, 0, 0), (1, 1, 0)), "1.6": ((1, 6, 0), (99, 0, 0))}
+HOSTNAME_FILE: Final = "/var/lib/tor/secure_chat/hostname"
+# What docs/deploy.md has tor's container run to add a client's key (alice.auth on stdin).
+AUTHORIZE_ALICE: Final = (
+    "cd /var/lib/tor/secure_chat && mkdir -p -m 0700 authorized_clients"
+    " && cat > authorized_clients/alice.auth"
+)
+BAD_CLIENT_FILE: Final = "Unknown format of client authorization file"
+TOR_STARTED: Final = "Bootstrapped 0%"
+
+
+@pytest.fixture(params=sorted(COMPOSE_VERSIONS), ids=lambda v: f"podman-compose-{v}")
+def podman_compose(request: pytest.FixtureRequest) -> tuple[str, tuple[int, int, int]]:
+    """A podman-compose of the wanted series: the distribution's, or this environment's."""
+    low, high = COMPOSE_VERSIONS[request.param]
+    found: tuple[str, tuple[int, int, int]] | None = None
+    for program in (DISTRIBUTION_PODMAN_COMPOSE, find_podman_compose()):
+        version = None if program is None else podman_compose_version(program)
+        if program is not None and version is not None and low <= version < high:
+            found = program, version
+    if found is None:
+        unavailable(
+            f"no podman-compose {request.param} (scripts/test installs Debian's and PyPI's)"
+        )
+    return found
+
+
 @final
 @dataclass(frozen=True, slots=True)
 class Compose:
-    """podman-compose on deploy/compose.yaml under a project name of its own."""
+    """podman-compose on a copy of deploy/ under a project name of its own."""
 
     podman: Podman
     program: str
     project: str
+    directory: Path
     env: dict[str, str]
 
     def __call__(
-        self, *args: str, check: bool = True, timeout: float = COMMAND_TIMEOUT
+        self,
+        *args: str,
+        check: bool = True,
+        timeout: float = COMMAND_TIMEOUT,
+        stdin: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         return self.podman.run(
-            "--project-name", self.project, "--file", str(COMPOSE_FILE), *args,
-            program=(self.program,), env=self.env, cwd=COMPOSE_FILE.parent, check=check,
-            timeout=timeout,
+            "--project-name", self.project, "--file", str(self.directory / "compose.yaml"),
+            *args, program=(self.program,), env=self.env, cwd=self.directory, check=check,
+            timeout=timeout, stdin=stdin,
         )  # fmt: skip
 
     def container(self, service: str) -> str:
@@ -425,19 +461,34 @@ class Compose:
         assert len(names) == 1, names
         return names[0]
 
+    def output_lines(self, *args: str, stdin: str | None = None) -> list[str]:
+        """What a command run in a service printed, line by line, ends kept.
+
+        podman-compose 1.0.x also prints on stdout each podman command it runs
+        and its exit code (and exits 0 whatever the command did): callers look
+        for the lines they expect among these.
+        """
+        return self(*args, stdin=stdin, check=False).stdout.splitlines(keepends=True)
+
     def wait_onion_hostname(self) -> str:
-        """The address tor wrote into its volume (it does so within seconds of starting)."""
+        """The address tor wrote into its volume (it does so within seconds of starting).
+
+        Read with the documented command, whose ``-T`` keeps podman-compose from
+        allocating a terminal: with one, the line would end in a carriage return.
+        """
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
-            done = self(
-                "exec", "-T", "tor", "cat", "/var/lib/tor/secure_chat/hostname", check=False
-            )
-            hostname = done.stdout.strip()
-            if done.returncode == 0 and hostname:
-                assert ONION_HOSTNAME.fullmatch(hostname), hostname
-                return hostname
+            lines = self.output_lines("exec", "-T", "tor", "cat", HOSTNAME_FILE)
+            found = [line for line in lines if ONION_HOSTNAME.fullmatch(line.rstrip("\r\n"))]
+            if found:
+                (line,) = found
+                assert line.endswith(".onion\n"), repr(line)
+                return line.removesuffix("\n")
             time.sleep(0.5)
         pytest.fail(f"tor wrote no hostname within {READY_TIMEOUT} s", pytrace=False)
+
+    def tor_log(self) -> str:
+        return self.podman.run("logs", self.container("tor")).stdout
 
     def remove_everything(self) -> None:
         """``down -v``, then whatever a failed ``up`` may have left behind."""
@@ -454,13 +505,92 @@ class Compose:
         run("network", "rm", "--force", f"{self.project}_default", check=False)
 
 
+def operator_deploy_dir(tmp_path: Path) -> Path:
+    """deploy/ as the docs have an operator set it up, copied so the checkout stays clean.
+
+    compose.yaml and tor/ as they are, but for one line added to torrc: tor
+    stays off the network (the tests look at the onion service's local part
+    only, and no test reaches beyond this machine). securechat.env from its
+    example with one setting uncommented, to see it reach the relay. (The relay's
+    build context, ``..``, is then ``tmp_path``: the session's image exists, so
+    nothing is built.)
+    """
+    directory = tmp_path / "deploy"
+    directory.mkdir()
+    shutil.copy(COMPOSE_FILE, directory)
+    shutil.copytree(REPO / "deploy" / "tor", directory / "tor")
+    with (directory / "tor" / "torrc").open("a") as torrc:
+        torrc.write("\n# The tests: no connection to the Tor network.\nDisableNetwork 1\n")
+    settings = (REPO / "deploy" / "securechat.env.example").read_text()
+    assert settings.count("\n#SECURECHAT_LOG_LEVEL=info\n") == 1
+    settings = settings.replace(
+        "\n#SECURECHAT_LOG_LEVEL=info\n", "\nSECURECHAT_LOG_LEVEL=warning\n"
+    )
+    (directory / "securechat.env").write_text(settings)
+    return directory
+
+
+def container_env(podman: Podman, container: str) -> dict[str, str]:
+    lines = podman.output("inspect", "--format", "{{range .Config.Env}}{{println .}}{{end}}",
+                          container).splitlines()  # fmt: skip
+    return dict(line.split("=", 1) for line in lines if "=" in line)
+
+
+def check_limits(podman: Podman, container: str, memory: int, pids: int | None) -> None:
+    found = podman.output(
+        "inspect", "--format", "{{.HostConfig.Memory}} {{.HostConfig.PidsLimit}}", container
+    ).split()
+    assert int(found[0]) == memory, (container, found)
+    if pids is not None:  # podman-compose 1.0.x ignores pids_limit
+        assert int(found[1]) == pids, (container, found)
+
+
+def authorize_a_client(compose: Compose, hostname: str, keys: Path) -> None:
+    """Make a private onion service the documented way, and see tor load the key.
+
+    Tor says nothing at notice level about a key it loaded, and warns about one
+    it cannot parse: a second, malformed file shows that tor read the directory,
+    and that its one warning is about that file and not about alice's.
+    """
+    made = subprocess.run(
+        [str(REPO / "deploy" / "tor" / "onion-client-auth"), "alice", hostname],
+        cwd=keys, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    public = (keys / "alice.auth").read_text()
+    assert (keys / "alice.auth_private").read_text().startswith(hostname.removesuffix(".onion"))
+
+    docs = (REPO / "docs" / "deploy.md").read_text()
+    assert f"podman-compose exec -T tor sh -c '{AUTHORIZE_ALICE}' < alice.auth" in docs
+    compose("exec", "-T", "tor", "sh", "-c", AUTHORIZE_ALICE, stdin=public)
+    bad = AUTHORIZE_ALICE.replace("alice.auth", "mallory.auth")
+    compose("exec", "-T", "tor", "sh", "-c", bad, stdin="not a key\n")
+
+    starts = compose.tor_log().count(TOR_STARTED)
+    compose("restart", "tor")
+    deadline = time.monotonic() + READY_TIMEOUT
+    while compose.tor_log().count(TOR_STARTED) <= starts:
+        assert time.monotonic() < deadline, "tor did not start again"
+        time.sleep(0.5)
+    log = compose.tor_log()
+    assert log.count(BAD_CLIENT_FILE) == 1, log[-3000:]
+    assert log.count("lient authorization") == 1, log[-3000:]  # "Client", "client"
+    clients = "/var/lib/tor/secure_chat/authorized_clients"
+    assert "alice.auth\n" in compose.output_lines("exec", "-T", "tor", "ls", clients)
+    compose("exec", "-T", "tor", "rm", f"{clients}/mallory.auth")
+    assert "mallory.auth\n" not in compose.output_lines("exec", "-T", "tor", "ls", clients)
+    assert compose.wait_onion_hostname() == hostname
+
+
 @pytest.mark.slow
 def test_compose_publishes_a_stable_onion_address(
-    podman: Podman, bases: Bases, relay_image: str
+    podman: Podman,
+    bases: Bases,
+    relay_image: str,
+    podman_compose: tuple[str, tuple[int, int, int]],
+    tmp_path: Path,
 ) -> None:
-    program = find_podman_compose()
-    if program is None:
-        unavailable("podman-compose is not installed")
+    program, version = podman_compose
     project = f"sctest{run_id()}"
     tor_image = f"localhost/securechat-test-tor-service:{project}"
     port = free_port()
@@ -468,6 +598,7 @@ def test_compose_publishes_a_stable_onion_address(
         podman,
         program,
         project,
+        operator_deploy_dir(tmp_path),
         {
             "SECURECHAT_BASE_IMAGE": bases.python,
             "SECURECHAT_TOR_BASE_IMAGE": bases.tor,
@@ -475,35 +606,65 @@ def test_compose_publishes_a_stable_onion_address(
             # compose builds the tor image.
             "SECURECHAT_IMAGE": relay_image,
             "SECURECHAT_TOR_IMAGE": tor_image,
-            "SECURECHAT_PORT": str(port),
+            "SECURECHAT_PUBLISH_PORT": str(port),
         },
     )
+    label = f"label=io.podman.compose.project={project}"
+    keys = tmp_path / "keys"
+    keys.mkdir()
     try:
         compose("up", "--detach", timeout=BUILD_TIMEOUT)  # builds the tor image
         hostname = compose.wait_onion_hostname()
 
         wait_healthz(f"http://127.0.0.1:{port}")
-        relay = compose.container("securechat")
+        relay, tor = compose.container("securechat"), compose.container("tor")
+        # The health check as one shell string works under every version.
         assert podman.run("healthcheck", "run", relay, check=False).returncode == 0
+        # securechat.env reached the relay, and no variable came through unexpanded
+        # (podman-compose 1.0.3 passes "${NAME:-}" on as it stands).
+        env = container_env(podman, relay)
+        assert env["SECURECHAT_LOG_LEVEL"] == "warning"
+        assert env["SECURECHAT_TRUSTED_PROXY"].startswith("10.0.0.0/8 ")
+        assert not [value for value in env.values() if "${" in value], env
+        pids_applied = version >= (1, 6, 0)
+        check_limits(podman, relay, 1024**3, 256 if pids_applied else None)
+        check_limits(podman, tor, 512 * 1024**2, 64 if pids_applied else None)
 
         # The onion service's target, securechat:8787, answers from the tor container.
         # (Only the status line is read: that the relay answers is the point.)
-        probe = compose(
+        probe = compose.output_lines(
             "exec", "-T", "tor", "timeout", "10", "bash", "-c",
             "exec 3<>/dev/tcp/securechat/8787"
             " && printf 'GET /healthz HTTP/1.1\\r\\nHost: x.onion\\r\\n\\r\\n' >&3"
             " && IFS= read -r status <&3 && echo \"$status\"",
         )  # fmt: skip
-        assert probe.stdout.strip() == "HTTP/1.1 200", probe.stdout
+        assert "HTTP/1.1 200" in [line.strip() for line in probe], probe
+
+        authorize_a_client(compose, hostname, keys)
 
         compose("down", "--timeout", "10")
         compose("up", "--detach")
         assert compose.wait_onion_hostname() == hostname
         wait_healthz(f"http://127.0.0.1:{port}")
+        clients = "/var/lib/tor/secure_chat/authorized_clients"
+        assert "alice.auth\n" in compose.output_lines("exec", "-T", "tor", "ls", clients)
+
+        # After a reboot podman-restart.service runs `podman start --all --filter
+        # restart-policy=always`: both containers must match. Stopped and started as
+        # it would (limited to this project: other containers are not ours to start).
+        always = podman.output(
+            "ps", "--all", "--format", "{{.Names}}", "--filter", label,
+            "--filter", "restart-policy=always",
+        ).split()  # fmt: skip
+        relay, tor = compose.container("securechat"), compose.container("tor")
+        assert sorted(always) == sorted([relay, tor])
+        podman.run("stop", "--time", "10", *always)
+        podman.run("start", *always)
+        wait_healthz(f"http://127.0.0.1:{port}")
+        assert compose.wait_onion_hostname() == hostname
 
         # down -v leaves nothing of the project behind.
         compose("down", "--volumes", "--timeout", "10")
-        label = f"label=io.podman.compose.project={project}"
         assert not podman.output("container", "ls", "--all", "--quiet", "--filter", label)
         assert not podman.output("volume", "ls", "--quiet", "--filter", label)
     finally:
@@ -588,6 +749,10 @@ def test_quadlet_units_are_consistent() -> None:
             assert port.startswith("127.0.0.1:"), f"{name}: {port} is published beyond this host"
 
     relay, tor = containers["securechat.container"], containers["securechat-tor.container"]
+    # The settings file next to the units (docs/deploy.md copies the example there).
+    assert values(relay, "Container", "EnvironmentFile") == ["securechat.env"]
+    assert values(relay, "Container", "PodmanArgs") == ["--memory=1g --pids-limit=256"]
+    assert values(tor, "Container", "PodmanArgs") == ["--memory=512m --pids-limit=64"]
     assert values(relay, "Container", "Image") == ["localhost/securechat:latest"]
     assert values(relay, "Container", "Volume") == ["securechat-data.volume:/data"]
     assert values(relay, "Container", "HealthCmd"), "the OCI image format drops HEALTHCHECK"
@@ -602,15 +767,15 @@ def test_quadlet_units_are_consistent() -> None:
     assert values(relay, "Container", "ContainerName") == [target.group(1)]
 
 
-@pytest.fixture
-def quadlet_generator(tmp_path: Path) -> Iterator[Path]:
+@pytest.fixture(scope="module")
+def quadlet_generator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     installed = next((Path(g) for g in QUADLET_GENERATORS if Path(g).exists()), None)
     if installed is not None:
         yield installed
         return
     if shutil.which("mmdebstrap") is None:
         unavailable("no Quadlet generator here, and no mmdebstrap to unpack one")
-    root = tmp_path / "podman"
+    root = tmp_path_factory.mktemp("quadlet") / "podman"
     try:
         yield unpack_quadlet(root)
     finally:
@@ -629,12 +794,31 @@ def exec_start(service: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_quadlet_generator_accepts_the_units(quadlet_generator: Path, tmp_path: Path) -> None:
-    units = tmp_path / "units"
+@pytest.mark.parametrize("mode", ["root", "rootless"])
+def test_quadlet_generator_accepts_the_units(
+    quadlet_generator: Path, tmp_path: Path, mode: str
+) -> None:
+    """The generator, as root on /etc/containers/systemd/'s copy, or as a user.
+
+    As a user it is run the way the user's systemd runs it (``--user``, the
+    podman-user-generator), on ~/.config/containers/systemd/ under a HOME of its
+    own, where docs/deploy.md has a rootless operator copy the units.
+    """
+    path = "/usr/bin:/bin"
+    if mode == "root":
+        units = tmp_path / "units"
+        command = [str(quadlet_generator), "--dryrun", "--no-kmsg-log"]
+        env = {"QUADLET_UNIT_DIRS": str(units), "PATH": path}
+    else:
+        home = tmp_path / "home"
+        units = home / ".config" / "containers" / "systemd"
+        command = [str(quadlet_generator), "--user", "--dryrun", "--no-kmsg-log"]
+        env = {"HOME": str(home), "PATH": path}
     shutil.copytree(QUADLET_DIR, units)
+    shutil.copy(REPO / "deploy" / "securechat.env.example", units / "securechat.env")
     done = subprocess.run(
-        [str(quadlet_generator), "--dryrun", "--no-kmsg-log"],
-        env={"QUADLET_UNIT_DIRS": str(units), "PATH": "/usr/bin:/bin"},
+        command,
+        env=env,
         capture_output=True,
         text=True,
         timeout=COMMAND_TIMEOUT,
@@ -661,8 +845,16 @@ def test_quadlet_generator_accepts_the_units(quadlet_generator: Path, tmp_path: 
     assert relay[-1] == "localhost/securechat:latest"
     assert relay[relay.index("-v") + 1] == "systemd-securechat-data:/data"
     assert relay[relay.index("--publish") + 1] == "127.0.0.1:8787:8787"
+    # EnvironmentFile= is relative to the unit's own folder, as the docs rely on.
+    assert relay[relay.index("--env-file") + 1] == str(units / "securechat.env")
+    assert relay[-3:-1] == ["--memory=1g", "--pids-limit=256"]
+    assert tor[-3:-1] == ["--memory=512m", "--pids-limit=64"]
     assert tor[-1] == "localhost/securechat-tor:latest"
     assert tor[tor.index("-v") + 1] == "systemd-securechat-tor:/var/lib/tor"
     # The health command reaches podman as written (the image test runs it).
     assert [relay[relay.index("--health-cmd") + 1]] == quadlet_health_cmd()
     assert "Requires=securechat.service" in generated["securechat-tor.service"]
+    for service in ("securechat.service", "securechat-tor.service"):
+        # default.target is the one a user's systemd has (multi-user.target is root's).
+        (wanted,) = re.findall(r"^WantedBy=(.*)$", generated[service], flags=re.MULTILINE)
+        assert "default.target" in wanted.split(), service
