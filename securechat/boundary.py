@@ -25,7 +25,6 @@ tests/test_attack_send.py.
 
 import contextlib
 import logging
-import os
 import socket
 import struct
 from typing import Final, final
@@ -35,6 +34,7 @@ import hypercorn.protocol
 import hypercorn.protocol.h2
 import hypercorn.protocol.h11
 import hypercorn.trio.run
+import hypercorn.trio.tcp_server
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
@@ -43,11 +43,13 @@ from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.typing import H11SendableEvent
 
+from securechat.app_queue import LightTaskGroup
 from securechat.capacity import ConnectionGauge
 from securechat.counters import COUNTS
 from securechat.failures import FailureLog
 from securechat.headers import SECURITY_HEADERS
 from securechat.limits import REFUSAL_SECONDS, SEND_TIMEOUT_SECONDS
+from securechat.sockets import receive, send_nowait
 from securechat.sources import Network, SourceLimiter, source_of
 from securechat.startup import ListenError
 from securechat.wsstream import SERVING, HardenedWSStream
@@ -104,6 +106,7 @@ class BoundaryConfig(HypercornConfig):
 def install() -> None:
     """Put the boundary's classes where Hypercorn looks them up (idempotent)."""
     hypercorn.trio.run.TCPServer = _TCPServer  # type: ignore[attr-defined]
+    hypercorn.trio.tcp_server.TaskGroup = LightTaskGroup  # type: ignore[attr-defined]
     hypercorn.protocol.H11Protocol = _H11Protocol  # type: ignore[attr-defined]
     hypercorn.protocol.h11.WSStream = HardenedWSStream  # type: ignore[attr-defined]
     hypercorn.protocol.h2.WSStream = HardenedWSStream  # type: ignore[attr-defined]
@@ -160,18 +163,25 @@ class _TCPServer(TCPServer):
             return None
 
     async def _read_data(self) -> None:
-        # Hypercorn's loop, except that it lets go of each chunk once handled: its
-        # own kept the last one (up to MAX_RECV) while waiting for the next, so
-        # every idle socket held the last frame it was sent.
+        # Hypercorn's loop, except that it lets go of each chunk once handled (its
+        # own kept the last one, up to MAX_RECV, while waiting for the next, so every
+        # idle socket held the last frame it was sent), and that a plain socket is
+        # read without receive_some's second scheduler pass (see securechat/sockets.py).
         timeout = self.config.read_timeout
+        stream: object = self.stream  # typed as TLS by Hypercorn, but plain TCP here
+        plain = stream.socket if isinstance(stream, trio.SocketStream) else None
         while True:
             try:
-                if timeout is None:  # the default: no cancel scope held by every idle socket
+                if plain is not None and timeout is None:
+                    data: bytes | bytearray = await receive(plain)
+                elif timeout is None:  # no cancel scope held by every idle socket
                     data = await self.stream.receive_some(MAX_RECV)
                 else:
                     with trio.fail_after(timeout):
                         data = await self.stream.receive_some(MAX_RECV)
             except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
+                break
+            except OSError:  # reset by the peer, or closed under us: as a broken stream
                 break
             end = data == b""
             await self.protocol.handle(RawData(bytes(data)))  # bytes(bytes) copies nothing
@@ -244,12 +254,9 @@ class _TCPServer(TCPServer):
         stream: object = self.stream  # typed as TLS by Hypercorn, but plain TCP here
         if self.send_lock.locked() or self._unsent or not isinstance(stream, trio.SocketStream):
             return False
-        try:
-            sent = os.write(stream.socket.fileno(), data)
-        except BlockingIOError:
+        sent = send_nowait(stream.socket, data)
+        if sent is None:
             return False
-        except OSError:
-            return True
         if sent < len(data):
             self._unsent = data[sent:]
         return True

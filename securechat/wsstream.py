@@ -14,14 +14,13 @@ Hypercorn looks it up, for HTTP/1.1 and HTTP/2):
 
 import contextvars
 import math
-from collections.abc import Awaitable, Callable
 from typing import Final, Protocol, final
 
 import trio
 from hypercorn.events import Event, RawData
-from hypercorn.protocol.events import Body, Data, Request, StreamClosed
+from hypercorn.protocol.events import Body, Data, StreamClosed
 from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
-from hypercorn.typing import ASGIReceiveEvent, WebsocketAcceptEvent
+from hypercorn.typing import WebsocketAcceptEvent
 from wsproto.connection import ConnectionState
 from wsproto.events import Ping
 from wsproto.frame_protocol import CloseReason
@@ -46,28 +45,6 @@ class Connection(Protocol):
 SERVING: Final = contextvars.ContextVar[Connection]("securechat_serving")
 
 
-def _put_without_yield(
-    put: Callable[[ASGIReceiveEvent], Awaitable[None]],
-) -> Callable[[ASGIReceiveEvent], Awaitable[None]]:
-    """The app's queue, fed without a scheduler pass while it has room.
-
-    Hypercorn's ``put`` is the send of a bounded memory channel, which yields on
-    every event; this task yields at its next read anyway. When the queue is full
-    it waits, as before, and stops reading the socket: the app's backpressure.
-    """
-    channel = getattr(put, "__self__", None)
-    if not isinstance(channel, trio.MemorySendChannel):
-        return put
-
-    async def put_event(event: ASGIReceiveEvent) -> None:
-        try:
-            channel.send_nowait(event)
-        except trio.WouldBlock:
-            await channel.send(event)
-
-    return put_event
-
-
 @final
 class HardenedWSStream(WSStream):
     _heard_at: float = -math.inf  # trio time the last bytes arrived from the peer
@@ -79,8 +56,6 @@ class HardenedWSStream(WSStream):
                 return
             self._heard_at = trio.current_time()
         await super().handle(event)  # type: ignore[arg-type]
-        if isinstance(event, Request) and self.app_put is not None:
-            self.app_put = _put_without_yield(self.app_put)
 
     async def _refuse_early_data(self) -> None:
         # Bytes before the handshake is accepted get a 400, as in Hypercorn. But

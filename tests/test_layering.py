@@ -41,7 +41,8 @@ def test_only_app_knows_quart_and_only_the_server_modules_know_hypercorn() -> No
             names.discard("hypercorn.typing")
         if any(name.split(".")[0] == "hypercorn" for name in names):
             # metrics launches the second listener, as server launches the first.
-            assert path.stem in ("server", "boundary", "wsstream", "headers", "metrics"), path
+            allowed = ("server", "boundary", "wsstream", "app_queue", "headers", "metrics")
+            assert path.stem in allowed, path
 
 
 def test_modules_stay_small() -> None:
