@@ -58,12 +58,13 @@ class TimeInWindow:
     every second that overlaps the window in full: it errs high, by under a second.
     """
 
-    __slots__ = ("_seconds", "_spent", "_window")
+    __slots__ = ("_newest", "_seconds", "_spent", "_window")
 
     def __init__(self, window_seconds: int) -> None:
         self._window = window_seconds
         self._spent = [0] * (window_seconds + 1)  # ms spent in the second each slot holds
         self._seconds = [-1] * (window_seconds + 1)  # which second that is
+        self._newest = -1  # the latest second anything was recorded in
 
     def add(self, start_ms: int, end_ms: int) -> None:
         """Record time spent from ``start_ms`` to ``end_ms``; calls come in time order."""
@@ -76,12 +77,15 @@ class TimeInWindow:
                 self._seconds[slot] = second
                 self._spent[slot] = 0
             self._spent[slot] += upto - start_ms
+            self._newest = second
             start_ms = upto
 
     def total(self, now_ms: int) -> int:
         """The time recorded in the window that ends at ``now_ms``, in ms."""
         newest = now_ms // 1000
         oldest = newest - self._window
+        if self._newest < oldest:
+            return 0  # nothing in the window: the common case, asked at every post
         return sum(
             spent
             for second, spent in zip(self._seconds, self._spent, strict=True)
