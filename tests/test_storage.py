@@ -149,7 +149,7 @@ async def test_checkpoints_run_on_the_storage_thread_only(
     monkeypatch.setattr(storage_module, "CHECKPOINT_COMMITS", 1)
     await storage.write(ROOM, [Append(message(1500), keep=10_000)], 1500)
     # The thread serves calls in order: once this load is back, the checkpoint is done.
-    assert len(await storage.load_history(ROOM)) == 1500
+    assert (await storage.load(ROOM)).last_id == 1500
     assert _database_pages(data) > empty
     storage.close()
 
@@ -396,4 +396,30 @@ async def test_a_commit_that_meets_a_checkpoint_runs_on_the_storage_thread(
         release.set()
     assert [m.id for m in await storage.load_history(ROOM)] == [1]
     other.close()
+    storage.close()
+
+
+async def test_a_history_read_that_meets_a_lock_is_read_on_the_storage_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The loop reads a room's history itself; only a read SQLite answers with
+    # SQLITE_BUSY (the truncating checkpoint's lock) goes to the thread.
+    storage = SqliteStorage(tmp_path / "data")
+    await storage.write(ROOM, [SetVerifier(b"v" * 32), Append(message(1), keep=10)], 1)
+    history = storage_module._history
+    threads: list[str] = []
+
+    def busy_on_the_loop(db: sqlite3.Connection, room_id: RoomId) -> list[MessageOut]:
+        threads.append(threading.current_thread().name)
+        if threading.current_thread() is threading.main_thread():
+            error = sqlite3.OperationalError("database is locked")
+            error.sqlite_errorcode = sqlite3.SQLITE_BUSY
+            raise error
+        return history(db, room_id)
+
+    monkeypatch.setattr(storage_module, "_history", busy_on_the_loop)
+    assert [m.id for m in await storage.load_history(ROOM)] == [1]
+    assert threads == ["MainThread", "securechat-storage"]
+    monkeypatch.setattr(storage_module, "_history", history)
+    assert [m.id for m in await storage.load_history(ROOM)] == [1]  # on the loop again
     storage.close()
