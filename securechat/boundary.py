@@ -52,7 +52,7 @@ from securechat.limits import REFUSAL_SECONDS, SEND_TIMEOUT_SECONDS
 from securechat.sockets import receive, send_nowait
 from securechat.sources import Network, SourceLimiter, source_of
 from securechat.startup import ListenError
-from securechat.wsstream import SERVING, HardenedWSStream
+from securechat.wsstream import SERVING, HardenedWSStream, Pinger
 
 logger: Final = logging.getLogger("securechat.boundary")
 
@@ -94,6 +94,7 @@ class BoundaryConfig(HypercornConfig):
         # visitors are, per WebSocket, by their X-Forwarded-For source).
         self.peers = peers if peers is not None else SourceLimiter(0)
         self.trusted_proxies = trusted_proxies
+        self.pinger: Pinger | None = None  # set with the ping interval; run by the server
 
     def create_sockets(self) -> Sockets:
         """Hypercorn's listening sockets; a bind that fails raises ``ListenError``."""

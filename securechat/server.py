@@ -37,6 +37,7 @@ from securechat.room import RoomSettings
 from securechat.sources import SourceLimiter, parse_networks
 from securechat.sqlite import SqliteStorage
 from securechat.storage import Quota, Retention, Storage
+from securechat.wsstream import Pinger
 
 logger: Final = logging.getLogger("securechat.server")
 
@@ -89,10 +90,10 @@ def hypercorn_config(config: Config, gauge: ConnectionGauge) -> boundary.Boundar
     host = f"[{config.host}]" if ":" in config.host else config.host
     hc.bind = [f"{host}:{config.port}"]
     hc.websocket_max_message_size = config.max_frame  # over it Hypercorn closes with 1009
-    # Pings keep idle sockets open through proxies. Hypercorn's ping task outlives a
-    # closed socket until its next tick, so with pings on, shutdown takes up to
-    # graceful_timeout even when every socket has been closed already.
+    # Pings keep idle sockets open through proxies; one task pings every socket
+    # (wsstream.Pinger), which serve runs, instead of Hypercorn's task per socket.
     hc.websocket_ping_interval = config.ping_interval or None
+    hc.pinger = Pinger(config.ping_interval) if config.ping_interval else None
     hc.include_server_header = False
     hc.accesslog = None  # no access log: it would record who talked to which room
     hc.errorlog = logging.getLogger("hypercorn.error")  # through our handler, not a second one
@@ -158,12 +159,15 @@ async def serve(
                 await nursery.start(serve_metrics, config.metrics_address, readings)
             stop_http = trio.Event()
             http_done = trio.Event()
+            hc = hypercorn_config(config, gauge)
+            if hc.pinger is not None:
+                nursery.start_soon(hc.pinger.run)
 
             async def run_http(*, task_status: trio.TaskStatus[list[str]]) -> None:
                 try:
                     await hypercorn.trio.serve(
                         app,
-                        hypercorn_config(config, gauge),
+                        hc,
                         shutdown_trigger=stop_http.wait,
                         task_status=task_status,
                     )

@@ -5,7 +5,8 @@ Hypercorn looks it up, for HTTP/1.1 and HTTP/2):
 
 - bytes before the handshake is accepted get a 400 without racing the app's
   accept (pgjones/hypercorn#225);
-- a socket silent after a ping is closed;
+- a socket silent after a ping is closed, and one task (``Pinger``) pings every
+  socket of a server, not one task per socket;
 - an accepted HTTP/1.1 WebSocket offers the app a ``FrameSink``
   (securechat/outbox.py) in its scope's extensions, so relayed frames skip the
   per-frame ASGI, wsproto and h11 layers and, when the socket can take them, the
@@ -14,7 +15,9 @@ Hypercorn looks it up, for HTTP/1.1 and HTTP/2):
 
 import contextvars
 import math
-from typing import Final, Protocol, final
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Protocol, final
 
 import trio
 from hypercorn.events import Event, RawData
@@ -48,6 +51,7 @@ SERVING: Final = contextvars.ContextVar[Connection]("securechat_serving")
 @final
 class HardenedWSStream(WSStream):
     _heard_at: float = -math.inf  # trio time the last bytes arrived from the peer
+    _waiting_since: float | None = None  # when the oldest unanswered ping went out
 
     async def handle(self, event: Event) -> None:  # type: ignore[override]
         if isinstance(event, Body | Data) and not self.closed:
@@ -73,27 +77,48 @@ class HardenedWSStream(WSStream):
         await self.send(StreamClosed(stream_id=self.stream_id))
 
     async def _send_pings(self) -> None:
-        """Ping every interval; close the socket when a ping goes unanswered too long.
+        """Hand the socket to the server's ``Pinger``, or else ping it from this task.
 
-        Hypercorn pings but never waits for a pong. Any bytes from the peer
-        count as an answer; silence for the ping interval after a ping (at
-        least ``PONG_DEADLINE_MIN_SECONDS``) closes the connection, and the app
-        sees the socket go away.
+        Hypercorn starts this task for every socket when pings are on (and only
+        then); with a ``Pinger`` in the config it ends at once, and one task pings
+        every socket instead of one sleeping task per socket.
         """
+        pinger = getattr(self.config, "pinger", None)
+        if isinstance(pinger, Pinger):
+            pinger.add(self)
+            return
         interval = self.config.websocket_ping_interval
-        if interval is None:  # Hypercorn starts this task only with an interval
+        if interval is None:
             return
         deadline = max(interval, PONG_DEADLINE_MIN_SECONDS)
-        waiting_since: float | None = None  # when the oldest unanswered ping went out
-        while not self.closed:
-            now = trio.current_time()
-            if waiting_since is None or self._heard_at >= waiting_since:
-                waiting_since = now
-            elif now - waiting_since >= deadline:
-                await self.send(StreamClosed(stream_id=self.stream_id))
-                return
-            await self._send_wsproto_event(Ping())
+        while self.ping(trio.current_time(), deadline):
             await self.context.sleep(interval)
+
+    def ping(self, now: float, deadline: float) -> bool:
+        """Ping the peer, or close the socket if a ping has gone unanswered for ``deadline``.
+
+        Hypercorn pings but never waits for a pong. Any bytes from the peer count
+        as an answer; silence for ``deadline`` after a ping closes the connection,
+        and the app sees the socket go away. The ping and the close go out from
+        the connection's own task group, so no socket's write waits for another's.
+        Returns False once the socket is closed (or closing).
+        """
+        if self.closed:
+            return False
+        if self._waiting_since is None or self._heard_at >= self._waiting_since:
+            self._waiting_since = now  # the last ping was answered (or there was none)
+        elif now - self._waiting_since >= deadline:
+            self._start(self.send, StreamClosed(stream_id=self.stream_id))
+            return False
+        return self._start(self._send_wsproto_event, Ping())
+
+    def _start(self, send: Callable[[Any], Awaitable[None]], event: object) -> bool:
+        """Send ``event`` from the connection's task group; False if the group has ended."""
+        try:
+            self.task_group.spawn(send, event)
+        except RuntimeError:  # the connection is gone: nothing to ping or close
+            return False
+        return True
 
     async def _accept(self, message: WebsocketAcceptEvent) -> None:
         await super()._accept(message)
@@ -102,6 +127,34 @@ class HardenedWSStream(WSStream):
         if tcp is not None and self.scope["http_version"] != "2":
             extensions: dict[str, object] = self.scope["extensions"]  # type: ignore[assignment]
             extensions[FRAMES_EXTENSION] = _DirectSink(self, tcp)
+
+
+@final
+class Pinger:
+    """One task that pings every accepted WebSocket of a server, and closes the silent.
+
+    Hypercorn runs a ping task per socket, sleeping between pings: some 3.4 KiB
+    per idle socket, and each lingers for up to an interval after its socket
+    closed (holding up shutdown as long). Here the server's one task walks its
+    sockets every ``interval``; a socket is forgotten as soon as nothing else
+    holds it (a weak set), so closed sockets are not kept for the next round.
+    """
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._deadline = max(interval, PONG_DEADLINE_MIN_SECONDS)
+        self._streams: weakref.WeakSet[HardenedWSStream] = weakref.WeakSet()
+
+    def add(self, stream: HardenedWSStream) -> None:
+        self._streams.add(stream)
+
+    async def run(self) -> None:
+        while True:
+            await trio.sleep(self.interval)
+            now = trio.current_time()
+            for stream in list(self._streams):
+                if not stream.ping(now, self._deadline):
+                    self._streams.discard(stream)
 
 
 @final

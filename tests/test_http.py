@@ -240,3 +240,36 @@ async def test_compression_is_declined(server: ServerHandle) -> None:
             head, _ = await raw_upgrade(stream, server.port, offer)
     assert head.lower().startswith(b"http/1.1 101")
     assert b"sec-websocket-extensions" not in head.lower()
+
+
+def _tasks_named(name: str) -> int:
+    """Tasks of this Trio run whose name ends with ``name``."""
+    found, todo = 0, [trio.lowlevel.current_root_task()]
+    while todo:
+        task = todo.pop()
+        found += task.name.endswith(name)
+        todo.extend(child for nursery in task.child_nurseries for child in nursery.child_tasks)
+    return found
+
+
+async def test_one_task_pings_every_socket(nursery: trio.Nursery, tmp_path: object) -> None:
+    # Hypercorn kept a sleeping ping task per WebSocket (some 3.4 KiB each, for
+    # as long as the socket lived); the server's one Pinger pings them all.
+    from pathlib import Path
+
+    from tests.harness import joined_peer, make_config, new_room_id, new_token, start_server
+
+    assert isinstance(tmp_path, Path)
+    pinging = await start_server(nursery, make_config(tmp_path / "d4", ping_interval=0.1))
+    try:
+        room, token = new_room_id(), new_token()
+        peers = [await joined_peer(nursery, pinging, room, token) for _ in range(5)]
+        await trio.sleep(0.35)  # a few rounds of pings, which trio-websocket answers
+        assert _tasks_named("_send_pings") == 0
+        assert _tasks_named("Pinger.run") == 1
+        for peer in peers:  # answered pings keep every socket open
+            sent = await peer.post()
+            while (await peer.receive()).get("ciphertext") != sent["ciphertext"]:
+                pass  # the others' joins and posts
+    finally:
+        await pinging.stop()
