@@ -244,7 +244,9 @@ async def test_compression_is_declined(server: ServerHandle) -> None:
 
 def _tasks_named(name: str) -> int:
     """Tasks of this Trio run whose name ends with ``name``."""
-    found, todo = 0, [trio.lowlevel.current_root_task()]
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    found, todo = 0, [root]
     while todo:
         task = todo.pop()
         found += task.name.endswith(name)
