@@ -28,10 +28,9 @@ from securechat.protocol import ClientId
 class Answer:
     """A frame sent to a member about its own frame (an ``error``), not relayed by the room."""
 
-    __slots__ = ("frame", "text")
+    __slots__ = ("frame",)
 
     def __init__(self, text: str) -> None:
-        self.text = text
         self.frame = text_frame(text)  # most answers are constants: framed once
 
 
