@@ -6,6 +6,7 @@ number: ``redis://host:6379/2``, ``unix:///run/valkey.sock?db=2``. Anything else
 refused in one line that never repeats the password.
 """
 
+import logging
 from dataclasses import dataclass
 from typing import Final, final
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -82,6 +83,8 @@ def _db(text: str) -> int:
 
 def connect(target: ValkeyTarget) -> coredis.Redis[bytes]:
     """A client for ``target`` (not yet connected: enter it with ``async with``)."""
+    # coredis reports each retry at INFO; the failure that counts is reported once, by us.
+    logging.getLogger("coredis").setLevel(logging.WARNING)
     return coredis.Redis(
         host=target.host,
         port=target.port,
