@@ -197,11 +197,15 @@ async def open_valkey(
     except ValueError as exc:
         raise StorageError(str(exc)) from None
     kept = retention or Retention(confirmed_ms=None, unconfirmed_ms=None, tombstone_ms=0)
+    failure: Exception | None = None
     async with connect(target) as client:
         storage = ValkeyStorage(client, quota or Quota.unlimited(), kept)
         try:
             await client.ping()
             await storage.recount()
         except (coredis.exceptions.RedisError, OSError) as exc:
-            raise StorageError(f"cannot use Valkey at {target.describe()}: {exc}") from exc
-        yield storage
+            failure = exc  # raised outside the client's task group: not in a group
+        if failure is None:
+            yield storage
+    if failure is not None:
+        raise StorageError(f"cannot use Valkey at {target.describe()}: {failure}") from failure
