@@ -20,6 +20,7 @@ from securechat.peer import arguments as peer_arguments
 from securechat.server import serve, tune_garbage_collector
 from securechat.sources import parse_networks
 from securechat.startup import describe
+from securechat.valkey.url import parse_valkey_url
 
 ENV_PREFIX: Final = "SECURECHAT_"
 # What the terminal client imports beyond the server's dependencies: the ``client``
@@ -98,11 +99,23 @@ def _address(text: str) -> str:
     return text
 
 
+def _valkey_url(text: str) -> str:
+    if text:  # an empty SECURECHAT_VALKEY= leaves SQLite on, as unset does
+        try:
+            parse_valkey_url(text)
+        except ValueError as exc:  # its message never repeats the URL (a password)
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 # (flag, type, default, help); each also reads SECURECHAT_<FLAG> from the environment.
 _SERVE_OPTIONS: Final[list[tuple[str, Callable[[str], Any], Any, str]]] = [
     ("host", str, "127.0.0.1", "address to listen on"),
     ("port", _int_in(0, 65535), 8787, "port to listen on (0 picks a free one)"),
     ("data-dir", Path, Path("data"), "where the SQLite database lives"),
+    ("valkey", _valkey_url, "", "keep rooms in Valkey (or Redis 7) at this URL instead of "
+     "SQLite: redis://, rediss:// (TLS), valkey:// or unix://, with user:password@ and /DB "
+     "(one process for now)"),
     ("history", _int_in(0, 1000), limits.DEFAULT_HISTORY, "messages kept per room"),
     ("max-participants", _int_in(1, 10_000), limits.DEFAULT_MAX_PARTICIPANTS,
      "connections per room"),

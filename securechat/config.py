@@ -38,6 +38,7 @@ class Config:
     trusted_proxies: tuple[str, ...] = ()  # addresses or CIDR blocks whose X-Forwarded-For counts
     h2c: bool = False  # HTTP/2 over cleartext (prior knowledge or Upgrade: h2c)
     ephemeral: bool = False  # keep everything in memory: nothing on disk, gone on restart
+    valkey: str = ""  # a Valkey URL: rooms kept there instead of SQLite; "" = SQLite
     log_level: str = "info"
     log_format: str = "text"  # or "json": one object per line (securechat/log.py)
     # HOST:PORT of the metrics listener, "" = none. The command line refuses one that is

@@ -5,6 +5,7 @@ classes). ``serve`` is used by the command line and, unchanged, by the tests,
 which start it on an ephemeral port.
 """
 
+import contextlib
 import gc
 import logging
 from typing import Final
@@ -37,6 +38,7 @@ from securechat.room import RoomSettings
 from securechat.sources import SourceLimiter, parse_networks
 from securechat.sqlite import SqliteStorage
 from securechat.storage import Quota, Retention, Storage
+from securechat.valkey.storage import ValkeyStorage, open_valkey
 from securechat.wsstream import Pinger
 
 logger: Final = logging.getLogger("securechat.server")
@@ -136,7 +138,15 @@ async def serve(
     # A maximal message, base64url'd, with its IV, sender and row: 2 x is generous.
     reserve = 2 * config.max_ciphertext
     quota = Quota(config.max_storage_mb * MIB, config.max_stored_rooms, reserve_bytes=reserve)
-    store = MemoryStorage(quota) if config.ephemeral else SqliteStorage(config.data_dir, quota)
+    valkey = contextlib.AsyncExitStack()  # the Valkey client, closed after the storage
+    store: MemoryStorage | SqliteStorage | ValkeyStorage
+    if config.valkey:
+        opened = open_valkey(config.valkey, quota, retention(config))
+        store = await valkey.enter_async_context(opened)
+    elif config.ephemeral:
+        store = MemoryStorage(quota)
+    else:
+        store = SqliteStorage(config.data_dir, quota)
     storage: Storage = store
     try:
         async with trio.open_nursery() as nursery:
@@ -186,3 +196,5 @@ async def serve(
             nursery.cancel_scope.cancel()
     finally:
         storage.close()
+        with trio.CancelScope(shield=True):
+            await valkey.aclose()

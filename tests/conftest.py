@@ -24,6 +24,7 @@ import trio
 from tests.browser import require_chromium
 from tests.containers import REPO, Bases, Podman, build_bases, check_podman, run_id, unavailable
 from tests.harness import ServerHandle, make_config, start_server
+from tests.valkey import Valkey, running_valkey
 
 
 @pytest.fixture
@@ -87,3 +88,10 @@ def relay_image(podman: Podman, bases: Bases, session_tag: str) -> Iterator[str]
         yield tag
     finally:
         podman.remove_images(tag)
+
+
+@pytest.fixture
+def valkey(tmp_path: Path) -> Iterator[Valkey]:
+    """A real redis-server for this test (tests/valkey.py), stopped by PID at its end."""
+    with running_valkey(tmp_path / "valkey") as server:
+        yield server

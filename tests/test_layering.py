@@ -8,6 +8,7 @@ CORE = [
     "limits", "errors", "protocol", "ratelimit", "member", "room", "registry",
     "connection", "storage", "log", "origins", "config", "sources", "capacity", "failures",
     "sqlite", "memory", "schema", "storage_thread", "ledger", "actor", "counters", "startup",
+    "valkey/__init__", "valkey/url", "valkey/keys", "valkey/scripts", "valkey/storage",
 ]  # fmt: skip
 WEB = ("quart", "quart_trio", "hypercorn", "werkzeug")
 

@@ -5,6 +5,7 @@ import os
 import sqlite3
 import stat
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,8 @@ from securechat.storage import (
     message_bytes,
     room_bytes,
 )
+from securechat.valkey.storage import open_valkey
+from tests.valkey import running_valkey
 
 
 def b64(data: bytes) -> str:
@@ -57,7 +60,23 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
     return MemoryStorage()
 
 
-async def test_batches_and_cap(storage: Storage) -> None:
+@pytest.fixture(params=["sqlite", "memory", "valkey"])
+async def any_storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
+    """Every backend, a real redis-server for Valkey: for the tests of what all share.
+
+    Retention and sweeping are not among them: in Valkey mode key expiry replaces the
+    sweep (tests/test_valkey_storage.py tests the expiry).
+    """
+    if request.param != "valkey":
+        yield SqliteStorage(tmp_path / "data") if request.param == "sqlite" else MemoryStorage()
+        return
+    with running_valkey(tmp_path / "valkey") as server:
+        async with open_valkey(server.url) as valkey:
+            yield valkey
+
+
+async def test_batches_and_cap(any_storage: Storage) -> None:
+    storage = any_storage
     assert (await storage.load(ROOM)).verifier is None
     await storage.write(
         ROOM, [SetVerifier(b"v" * 32), *(Append(message(i), keep=3) for i in range(1, 6))], 1
@@ -73,7 +92,8 @@ async def test_batches_and_cap(storage: Storage) -> None:
     storage.close()
 
 
-async def test_a_clear_inside_a_batch_drops_only_what_came_before_it(storage: Storage) -> None:
+async def test_a_clear_inside_a_batch_drops_only_what_came_before_it(any_storage: Storage) -> None:
+    storage = any_storage
     await storage.write(ROOM, [SetVerifier(b"v" * 32), Append(message(1), keep=10)], 1)
     await storage.write(
         ROOM, [Append(message(2), keep=10), Clear(), Append(message(3), keep=10)], 2

@@ -1,0 +1,36 @@
+"""The names of a room's keys and channel in Valkey.
+
+Every name is under ``securechat:room:{<roomId>}:``. The braces are a hash tag: a
+Valkey Cluster puts all of one room's keys on one slot, so one script can change
+them together. A room id is base64url, so it never holds a brace.
+"""
+
+from typing import Final
+
+from securechat.protocol import RoomId
+
+PREFIX: Final = "securechat:room:"
+META_PATTERN: Final = PREFIX + "*:meta"  # every room's hash, for SCAN
+
+
+def meta(room_id: RoomId) -> str:
+    """The hash: verifier, last_id, last_active, creator, confirmed_at, bytes."""
+    return f"{PREFIX}{{{room_id}}}:meta"
+
+
+def history(room_id: RoomId) -> str:
+    """The list of the room's stored messages, oldest first, each as relayed."""
+    return f"{PREFIX}{{{room_id}}}:history"
+
+
+def channel(room_id: RoomId) -> str:
+    """Where every appended message is published, as relayed to members."""
+    return f"{PREFIX}{{{room_id}}}:messages"
+
+
+def room_of(meta_key: str) -> RoomId | None:
+    """The room id inside a ``meta`` key name, or None if it is not one."""
+    inner, brace, rest = meta_key.removeprefix(PREFIX).partition("}")
+    if not brace or rest != ":meta" or not inner.startswith("{"):
+        return None
+    return RoomId(inner[1:])
