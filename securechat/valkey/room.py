@@ -18,7 +18,6 @@ members' posts are answered ``room busy`` as before; events from other processes
 still arrive, and a member whose outbox fills is closed with 4008.
 """
 
-import collections
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,9 +38,7 @@ from securechat.limits import (
 from securechat.log import room_tag
 from securechat.member import Answer, Member
 from securechat.protocol import (
-    ClientId,
     FrameError,
-    HistoryCleared,
     RoomId,
     SignalOut,
     System,
@@ -62,12 +59,12 @@ from securechat.room import (
     now_ms,
 )
 from securechat.storage import StorageUnavailable
+from securechat.valkey.events import RoomEvents
 from securechat.valkey.fanout import Fanout
-from securechat.valkey.order import Refusal, ValkeyOrder, parse_participants
+from securechat.valkey.order import Refusal, ValkeyOrder
 
 logger: Final = logging.getLogger("securechat.valkey.room")
 
-EVENTS_QUEUED: Final = 4096  # events waiting for a busy room; more and its members rejoin
 MAX_BATCH: Final = 128  # commands taken per turn; consecutive posts go in one script
 RETRY_LEAVE_SECONDS: Final = 1.0  # how often a leave Valkey did not take is tried again
 
@@ -122,11 +119,8 @@ class SharedRoom:
         self.inbox: trio.MemorySendChannel[Command] = send
         self._wake = send
         self._members: dict[Member, str] = {}  # each with its connection's name in Valkey
-        self._floors: dict[Member, int] = {}  # joiners: the event they joined at
-        self._cursor: int | None = None  # the last event delivered
-        self._events: collections.deque[tuple[int, bytes, bytes]] = collections.deque()
+        self._events = RoomEvents()
         self._woken = False
-        self._missed = False
         self._owed: list[str] = []  # connections whose leave Valkey has not taken yet
         self._scope = trio.CancelScope()
         self._closing: CloseCode | None = None
@@ -138,10 +132,7 @@ class SharedRoom:
     # ----- the subscriber's side (securechat/valkey/fanout.py): never waits ----------
 
     def published(self, ev: int, kind: bytes, body: bytes) -> None:
-        if len(self._events) >= EVENTS_QUEUED:
-            self._missed = True
-            return
-        self._events.append((ev, kind, body))
+        self._events.add(ev, kind, body)
         if not self._woken:
             try:
                 self._wake.send_nowait(WAKE)
@@ -151,8 +142,8 @@ class SharedRoom:
 
     def resubscribed(self) -> None:
         """The subscriber reconnected: events may have gone by unseen."""
-        self._missed = True
-        self.published(0, b"", b"")  # wake the room to find out
+        self._events.missed()
+        self.published(0, b"", b"")  # wake the room: it closes its members here
 
     # ----- the task -----------------------------------------------------------------
 
@@ -253,6 +244,11 @@ class SharedRoom:
             await self._post(posts)
         self._deliver_events()
 
+    def _deliver_events(self) -> None:
+        if not self._events.deliver(self._members):
+            logger.info("room %s missed events; its members here rejoin", room_tag(self.room_id))
+            self.evict_members(CloseCode.RESTART)
+
     # ----- commands -----------------------------------------------------------------
 
     async def _join(self, command: Join) -> None:
@@ -275,10 +271,7 @@ class SharedRoom:
             return
         self._members[member] = conn
         COUNTS.joins += 1
-        if self._cursor is None:
-            self._cursor = joined.ev  # this process's first member: nothing before counts
-        elif joined.ev > self._cursor:
-            self._floors[member] = joined.ev
+        self._events.joined(member, joined.ev)
         cap = self._settings.history_cap
         stored = joined.history[-cap:] if cap else []
         # The stored messages are the envelopes as relayed: the history is built around
@@ -290,7 +283,7 @@ class SharedRoom:
 
     async def _leave(self, member: Member) -> None:
         conn = self._members.pop(member, None)
-        self._floors.pop(member, None)
+        self._events.left(member)
         if conn is None:
             return  # refused at join, or never got in
         try:
@@ -374,71 +367,3 @@ class SharedRoom:
             await self._shared.order.signal(self.room_id, conn, encode(signal))
         except StorageUnavailable:
             return  # a hint: dropped like any other the room cannot relay
-
-    # ----- events -------------------------------------------------------------------
-
-    def _deliver_events(self) -> None:
-        events = self._events
-        while events and not self._missed:
-            ev, kind, body = events.popleft()
-            if self._cursor is None or ev <= self._cursor:
-                continue  # before this process's first member joined, or already seen
-            if ev != self._cursor + 1:
-                self._missed = True
-                break
-            self._cursor = ev
-            self._deliver(ev, kind, body)
-        if self._missed:
-            self._lost()
-
-    def _lost(self) -> None:
-        """Events went by unseen: close the members, who rejoin with the stored history."""
-        logger.info("room %s missed events; its members here rejoin", room_tag(self.room_id))
-        self._missed = False
-        self._events.clear()
-        self._cursor = None
-        self.evict_members(CloseCode.RESTART)
-
-    def _deliver(self, ev: int, kind: bytes, body: bytes) -> None:
-        match kind:
-            case b"m":
-                self._send(ev, text_frame(body.decode("ascii")))
-            case b"j":
-                conn, first, people = body.split(b"\n")
-                client_id = ClientId(conn.rpartition(b"/")[2].decode("ascii"))
-                participants = parse_participants(people)
-                if first == b"1":
-                    frame = text_frame(encode(System("joined", client_id, participants)))
-                    self._send(ev, frame)
-                else:
-                    # Only the clientId's own connections hear of it (as with one process).
-                    frame = text_frame(encode(System("also_connected", client_id, participants)))
-                    self._send(ev, frame, client_id=client_id)
-            case b"l":
-                raw, people = body.split(b"\n")
-                client_id = ClientId(raw.decode("ascii"))
-                left = System("left", client_id, parse_participants(people))
-                self._send(ev, text_frame(encode(left)))
-            case b"c":
-                raw, people = body.split(b"\n")
-                by = ClientId(raw.decode("ascii"))
-                self._send(ev, text_frame(encode(HistoryCleared(by=by))))
-                cleared = System("cleared", by, parse_participants(people))
-                self._send(ev, text_frame(encode(cleared)))
-            case b"s":
-                conn, text = body.split(b"\n", 1)
-                self._send(ev, text_frame(text.decode("ascii")), skip=conn.decode("ascii"))
-        if self._floors:  # a joiner gets everything after the event it joined at
-            for member in [m for m, floor in self._floors.items() if floor <= ev]:
-                del self._floors[member]
-
-    def _send(
-        self, ev: int, frame: bytes, *, client_id: ClientId | None = None, skip: str = ""
-    ) -> None:
-        floors = self._floors
-        for member, conn in list(self._members.items()):
-            if client_id is not None and member.client_id != client_id:
-                continue
-            if conn == skip or (floors and floors.get(member, 0) >= ev):
-                continue
-            member.deliver_nowait(frame)
