@@ -80,3 +80,17 @@ def test_a_signal_skips_its_sender_and_also_connected_reaches_only_its_client() 
     assert [e["type"] for e in received(other_wire)] == ["signal", "system"]
     assert [e["type"] for e in received(bob_wire)] == ["signal"]
     assert received(other_wire)[1]["event"] == "also_connected"
+
+
+def test_a_check_after_a_reconnection_finds_what_never_came() -> None:
+    alice, alice_wire = member("alice")
+    members = {alice: "p/1/alice"}
+    events = RoomEvents()
+    events.joined(alice, 1)
+    events.add(*message(2, 1))
+    events.check(2)  # nothing was published while the subscriber was away
+    events.add(*message(3, 2))
+    assert events.deliver(members)
+    assert [e["id"] for e in received(alice_wire)] == [1, 2]
+    events.check(5)  # 4 and 5 were published while it was away, and never come
+    assert not events.deliver(members)

@@ -4,8 +4,9 @@ The subscriber hands each event of the room's channel to ``add`` without waiting
 the room's task calls ``deliver`` between its commands. Event ``n`` is delivered
 only after ``n - 1``. A joiner that joined at event ``j`` (``joined``) gets only
 events after ``j``: the JOIN script's reply gave it everything up to ``j``. An
-event that skips a number, or more than ``EVENTS_QUEUED`` waiting, means events
-went by unseen: ``deliver`` then says so, and the room closes its members here.
+event that skips a number, more than ``EVENTS_QUEUED`` waiting, or a ``check``
+the cursor has not reached, means events went by unseen: ``deliver`` then says
+so, and the room closes its members here.
 """
 
 import collections
@@ -17,6 +18,7 @@ from securechat.protocol import ClientId, HistoryCleared, System, encode
 from securechat.valkey.order import parse_participants
 
 EVENTS_QUEUED: Final = 4096  # events waiting for a busy room; more and its members rejoin
+CHECK: Final = b"?"  # not an event: where the cursor must have reached (``check``)
 
 
 @final
@@ -34,8 +36,13 @@ class RoomEvents:
             self._queue.append((ev, kind, body))
 
     def missed(self) -> None:
-        """Events may have gone by unseen (the subscriber reconnected)."""
+        """Events went by unseen (this process was given up for dead)."""
         self._missed = True
+
+    def check(self, last: int) -> None:
+        """The room's counter was ``last`` after the subscriber reconnected: once what
+        arrived before this call is delivered, the cursor must have reached it."""
+        self._queue.append((last, CHECK, b""))
 
     def joined(self, member: Member, ev: int) -> None:
         if self._cursor is None:
@@ -52,6 +59,13 @@ class RoomEvents:
         queue = self._queue
         while queue and not self._missed:
             ev, kind, body = queue.popleft()
+            if kind is CHECK:
+                # Events published while the subscriber was away never come: one that
+                # did not arrive before the check was lost. (One published just before
+                # it and still on its way makes members rejoin for nothing: rare, and
+                # harmless.)
+                self._missed = self._cursor is not None and self._cursor < ev
+                continue
             if self._cursor is None or ev <= self._cursor:
                 continue  # before this process's first member joined, or already seen
             if ev != self._cursor + 1:

@@ -6,8 +6,9 @@ Unsubscribing is left to a janitor a moment later, under the same lock as
 subscribing, so a room that stops and starts again is never left unsubscribed by an
 acknowledgement that arrives late, and a quick rejoin costs no round trip.
 
-When the connection drops, coredis reconnects with backoff and subscribes again; the
-second acknowledgement of a channel tells its room that events may have been missed.
+When the connection drops, coredis reconnects with backoff and subscribes again; after
+the second acknowledgement of a channel the janitor reads the room's event counter
+and hands it to the room, which then knows whether events went by unseen.
 """
 
 import logging
@@ -33,7 +34,9 @@ class Listener(Protocol):
 
     def published(self, ev: int, kind: bytes, body: bytes) -> None: ...
 
-    def resubscribed(self) -> None: ...
+    def check(self, last: int) -> None:
+        """After a reconnection the room's event counter was ``last``."""
+        ...
 
 
 @final
@@ -46,6 +49,8 @@ class Fanout:
         self._listeners: dict[bytes, Listener] = {}
         self._subscribed: set[bytes] = set()  # acknowledged at least once
         self._released: set[bytes] = set()
+        self._rooms: dict[bytes, RoomId] = {}  # the room of each channel subscribed
+        self._unchecked: set[bytes] = set()  # subscribed again after a reconnection
         self._lock = trio.Lock()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -75,9 +80,7 @@ class Fanout:
             listener.published(int(ev), what, body)
         elif kind == "subscribe":
             if channel in self._subscribed:
-                listener = self._listeners.get(channel)
-                if listener is not None:
-                    listener.resubscribed()
+                self._unchecked.add(channel)  # coredis reconnected and subscribed again
             self._subscribed.add(channel)
 
     async def subscribe(self, room_id: RoomId, listener: Listener) -> None:
@@ -88,6 +91,7 @@ class Fanout:
         channel = keys.events(room_id).encode("ascii")
         async with self._lock:
             self._listeners[channel] = listener
+            self._rooms[channel] = room_id
             self._released.discard(channel)
             if channel in self._subscribed:
                 return  # still subscribed since a room before this one released it
@@ -107,6 +111,8 @@ class Fanout:
     async def _janitor(self) -> None:
         while True:
             await trio.sleep(UNSUBSCRIBE_AFTER_SECONDS)
+            if self._unchecked:
+                await self._check()
             if not self._released:
                 continue
             async with self._lock:
@@ -115,8 +121,25 @@ class Fanout:
                 if not channels:
                     continue
                 self._subscribed.difference_update(channels)
+                for channel in channels:
+                    del self._rooms[channel]
                 assert self._pubsub is not None  # noqa: S101
                 try:
                     await self._pubsub.unsubscribe(*channels)
                 except _UNREACHABLE:
                     logger.debug("unsubscribing failed; the reconnection drops them")
+
+    async def _check(self) -> None:
+        """Tell each room subscribed again where its event counter is now, so it can
+        tell whether events went by while the subscriber was away."""
+        unchecked, self._unchecked = self._unchecked, set()
+        for channel in unchecked:
+            listener, room_id = self._listeners.get(channel), self._rooms.get(channel)
+            if listener is None or room_id is None:
+                continue
+            try:
+                last = await self._client.hget(keys.meta(room_id), "ev")
+            except _UNREACHABLE:
+                self._unchecked.add(channel)  # gone again: next time
+                continue
+            listener.check(int(last or 0))

@@ -133,6 +133,9 @@ class SharedRoom:
 
     def published(self, ev: int, kind: bytes, body: bytes) -> None:
         self._events.add(ev, kind, body)
+        self._wake_up()
+
+    def _wake_up(self) -> None:
         if not self._woken:
             try:
                 self._wake.send_nowait(WAKE)
@@ -140,10 +143,15 @@ class SharedRoom:
             except (trio.WouldBlock, trio.BrokenResourceError):
                 pass  # a full inbox: the room is busy and reads the events after it
 
-    def resubscribed(self) -> None:
-        """The subscriber reconnected: events may have gone by unseen."""
+    def check(self, last: int) -> None:
+        """After the subscriber reconnected, the room's event counter was ``last``."""
+        self._events.check(last)
+        self._wake_up()
+
+    def lost(self) -> None:
+        """This process was given up for dead: its members' presence is gone."""
         self._events.missed()
-        self.published(0, b"", b"")  # wake the room: it closes its members here
+        self._wake_up()
 
     # ----- the task -----------------------------------------------------------------
 

@@ -17,7 +17,6 @@ from typing import Final
 import coredis
 import trio
 
-from securechat.errors import CloseCode
 from securechat.protocol import RoomId
 from securechat.registry import RoomActor, RoomMaker
 from securechat.room import Command, RoomSettings
@@ -45,7 +44,7 @@ async def shared_rooms(
 
     def lost() -> None:
         for room in list(rooms):
-            room.evict_members(CloseCode.RESTART)
+            room.lost()
 
     heartbeat = Heartbeat(order, process, quota, lost)
     try:
