@@ -12,9 +12,11 @@ run the flood is pressed down to ``rate`` (until the cap on the difficulty,
 which keeps a browser able to finish); when it stops, the level drains and the
 price falls back to zero, bit by bit, as Tor's onion services do (proposal 327).
 
-Two scopes: one for the whole server, and one per source address where the
-source is known (a direct peer, or a trusted proxy's forwarded address). The
-price is the higher of the two. Per-source state is bounded: the least recently
+Two scopes: one for the whole server (with several relay processes on Valkey, all
+of them together: each shares its charges and takes the common level with its
+heartbeat), and one per source address where the source is known (a direct
+peer, or a trusted proxy's forwarded address; kept by each process, in memory
+only). The price is the higher of the two. Per-source state is bounded: the least recently
 used source is forgotten first. Nothing here does I/O or reads a clock: the
 caller passes the time, in seconds.
 """
@@ -103,6 +105,23 @@ class CreationBudget:
         self._settings = settings
         self._global = _Level(settings.rooms_per_minute / 60.0, settings.burst + MAX_EXCESS, now)
         self._sources: OrderedDict[str, _Level] = OrderedDict()
+        self._unshared = 0  # rooms charged since the last ``share``
+
+    @property
+    def settings(self) -> BudgetSettings:
+        return self._settings
+
+    def unshared(self) -> int:
+        """The new rooms charged here since the last ``share``, for the shared level."""
+        return self._unshared
+
+    def share(self, level: float, counted: int, now: float) -> None:
+        """Take the server-wide level of every process together (kept in Valkey, see
+        securechat/valkey/presence.py), which counts ``counted`` of this process's
+        rooms; any charged since are added on top."""
+        self._unshared -= counted
+        self._global.drain(now)  # from now on it drains from here
+        self._global.value = min(self._global.cap, level + self._unshared)
 
     def bits(self, source: str | None, now: float) -> int:
         """The proof of work (in bits) a new room from ``source`` needs now; 0 is free."""
@@ -114,6 +133,7 @@ class CreationBudget:
     def charge(self, source: str | None, now: float) -> None:
         """Count one new room from ``source`` (made for free or with a proof)."""
         self._global.add(now)
+        self._unshared += 1
         if source is None:
             return
         source = source_key(source)  # an IPv6 /64 is one source, as for connections

@@ -153,21 +153,21 @@ async def serve(
         settings = RoomSettings(
             history_cap=config.history, max_participants=config.max_participants
         )
+        budget = CreationBudget(
+            BudgetSettings(
+                rooms_per_minute=config.new_rooms_per_minute,
+                burst=config.new_rooms_burst,
+                source_rooms_per_minute=config.source_new_rooms_per_minute,
+                source_burst=config.source_new_rooms_burst,
+            ),
+            trio.current_time(),
+        )
         make_room: RoomMaker | None = None  # rooms of this process alone
         if isinstance(store, ValkeyStorage):
-            rooms = shared_rooms(store.client, settings, quota, retention(config))
+            rooms = shared_rooms(store.client, settings, quota, retention(config), budget)
             make_room = await stack.enter_async_context(rooms)
         stack.callback(storage.close)
         async with trio.open_nursery() as nursery:
-            budget = CreationBudget(
-                BudgetSettings(
-                    rooms_per_minute=config.new_rooms_per_minute,
-                    burst=config.new_rooms_burst,
-                    source_rooms_per_minute=config.source_new_rooms_per_minute,
-                    source_burst=config.source_new_rooms_burst,
-                ),
-                trio.current_time(),
-            )
             registry = Registry(storage, settings, config.max_rooms, nursery, budget, make_room)
             app = SecurityHeaders(create_app(config, registry, readiness=store))
             if config.metrics_address:

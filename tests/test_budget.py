@@ -139,3 +139,19 @@ def test_a_clock_that_goes_back_changes_nothing() -> None:
     create(b, 1, now=100.0)
     assert b.bits(None, 50.0) == BASE_BITS
     assert b.bits(None, 100.0) == BASE_BITS
+
+
+def test_a_shared_level_counts_every_process_and_keeps_what_was_charged_since() -> None:
+    settings = BudgetSettings(
+        rooms_per_minute=0.0, burst=4, source_rooms_per_minute=0.0, source_burst=100
+    )
+    budget = CreationBudget(settings, now=0.0)
+    budget.charge(None, 1.0)
+    budget.charge(None, 1.0)
+    shared = budget.unshared()
+    assert shared == 2
+    budget.charge(None, 2.0)  # after the beat left, before its answer came
+    budget.share(level=5.0, counted=shared, now=3.0)  # 3 rooms of another process
+    assert budget.unshared() == 1
+    assert budget.statistics(3.0).level == 6.0
+    assert budget.bits(None, 3.0) > 0

@@ -8,8 +8,10 @@ tests/test_scale_faults.py.
 
 from pathlib import Path
 
+import coredis
 import trio
 
+from securechat.valkey import keys
 from tests.harness import ServerHandle, connect, joined_peer, make_config, new_room_id, new_token
 from tests.harness import start_server as start
 from tests.valkey import Valkey
@@ -83,3 +85,31 @@ async def test_the_participant_cap_counts_every_relay(
     third = await connect(nursery, a, room)
     await third.send({"type": "hello", "auth": token})
     assert await third.closed_with() == 4409
+
+
+async def test_the_new_room_budget_counts_the_rooms_of_every_relay(
+    nursery: trio.Nursery, tmp_path: Path, valkey: Valkey
+) -> None:
+    # Four free new rooms for the whole server, draining one a day: two made on each
+    # relay use them up, and the next one on either needs a proof.
+    options = {"valkey": valkey.url, "new_rooms_burst": 4, "new_rooms_per_minute": 1 / 1440}
+    a, b = [await start(nursery, make_config(tmp_path / n, **options)) for n in "ab"]
+    for relay in (a, b, a, b):
+        await joined_peer(nursery, relay, new_room_id(), new_token())
+    client = coredis.Redis(host="127.0.0.1", port=valkey.port, decode_responses=False)
+    async with client:
+        with trio.fail_after(15):
+            while True:  # polled: a beat of each relay has shared its two rooms
+                if float((await client.hget(keys.BUDGET, "level")) or 0) > 3.99:
+                    break
+                await trio.sleep(0.1)
+            # Both relays beat once more after that (every 2 s each): each then has it.
+            beats = {await client.hget(keys.BUDGET, "at")}
+            while len(beats) < 4:
+                await trio.sleep(0.1)
+                beats.add(await client.hget(keys.BUDGET, "at"))
+    for relay in (a, b):
+        peer = await connect(nursery, relay, new_room_id())
+        await peer.send({"type": "hello", "auth": new_token()})
+        challenge = await peer.expect("challenge")
+        assert challenge["bits"] >= 14

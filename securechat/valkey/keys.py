@@ -47,6 +47,7 @@ def process_rooms(process: str) -> str:
 
 PROCESSES: Final = "securechat:processes"  # each live process, scored by when it expires
 QUOTA: Final = "securechat:quota"  # stored bytes and rooms of every process together
+BUDGET: Final = "securechat:budget"  # the new-room budget's level, for every process
 RECOUNT: Final = "securechat:recount"  # held by the process recounting QUOTA
 
 

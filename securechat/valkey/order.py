@@ -17,6 +17,7 @@ from typing import Final, cast, final
 import coredis
 import coredis.exceptions
 
+from securechat.budget import MAX_EXCESS, BudgetSettings
 from securechat.protocol import ClientId, RoomId, parse_client_id
 from securechat.storage import (
     MESSAGE_OVERHEAD_BYTES,
@@ -54,6 +55,7 @@ class Beat:
     dead: list[str]  # processes found dead by this beat: prune their rooms
     stored_bytes: int
     stored_rooms: int
+    budget_level: float  # the new-room budget's level of every process together
 
 
 def parse_participants(text: bytes | str) -> list[ClientId]:
@@ -142,14 +144,20 @@ class ValkeyOrder:
             [],
         )
 
-    async def heartbeat(self, process: str, lifetime_ms: int, beaten: bool) -> Beat:
+    async def heartbeat(
+        self, process: str, lifetime_ms: int, beaten: bool, new_rooms: int, budget: BudgetSettings
+    ) -> Beat:
+        drain_per_ms = budget.rooms_per_minute / 60_000
         reply = await self._call(
-            self._heartbeat, [keys.PROCESSES, keys.QUOTA], [process, lifetime_ms, int(beaten)]
-        )
-        lost, size, rooms, *dead = cast("list[object]", reply)
+            self._heartbeat,
+            [keys.PROCESSES, keys.QUOTA, keys.BUDGET],
+            [process, lifetime_ms, int(beaten), new_rooms, repr(drain_per_ms),
+             budget.burst + MAX_EXCESS],
+        )  # fmt: skip
+        lost, size, rooms, level, *dead = cast("list[object]", reply)
         return Beat(
             lost == 1, [cast("bytes", d).decode("ascii") for d in dead],
-            cast("int", size), cast("int", rooms),
+            cast("int", size), cast("int", rooms), float(cast("bytes", level)),
         )  # fmt: skip
 
     async def rooms_of(self, process: str) -> list[RoomId]:

@@ -8,7 +8,9 @@ outlives its process by more than ``PRESENCE_TTL_SECONDS`` plus one beat. A proc
 cut off from Valkey for longer than that finds, when it is back, that it was given
 up for dead: its connections' presence is gone, so they are closed with 1012 and
 rejoin. The same beat reads the stored bytes and rooms of all processes together
-into this process's quota.
+into this process's quota, and shares the new-room budget: it adds the rooms this
+process made since its last beat to the level of all processes together, which
+drains in Valkey as it does in each process, and takes that level back.
 """
 
 import logging
@@ -17,6 +19,7 @@ from typing import Final, final
 
 import trio
 
+from securechat.budget import CreationBudget
 from securechat.storage import Quota, StorageUnavailable
 from securechat.valkey.order import ValkeyOrder
 
@@ -29,21 +32,31 @@ PRESENCE_TTL_SECONDS: Final = 6.0  # three beats: one late beat is not a death
 @final
 class Heartbeat:
     def __init__(
-        self, order: ValkeyOrder, process: str, quota: Quota, on_lost: Callable[[], None]
+        self,
+        order: ValkeyOrder,
+        process: str,
+        quota: Quota,
+        budget: CreationBudget,
+        on_lost: Callable[[], None],
     ) -> None:
         self._order = order
         self._process = process
         self._quota = quota
+        self._budget = budget
         self._on_lost = on_lost
         self._beaten = False
         self._reachable = True
 
     async def beat(self) -> None:
         """One beat (raises ``StorageUnavailable``); ``run`` beats for ever."""
+        budget = self._budget
+        new_rooms = budget.unshared()
         beat = await self._order.heartbeat(
-            self._process, int(PRESENCE_TTL_SECONDS * 1000), self._beaten
-        )
+            self._process, int(PRESENCE_TTL_SECONDS * 1000), self._beaten, new_rooms,
+            budget.settings,
+        )  # fmt: skip
         self._beaten = True
+        budget.share(beat.budget_level, new_rooms, trio.current_time())
         self._quota.stored_bytes, self._quota.stored_rooms = beat.stored_bytes, beat.stored_rooms
         if beat.lost:
             logger.warning("this relay was cut off from Valkey too long; its connections rejoin")

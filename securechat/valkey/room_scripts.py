@@ -264,16 +264,24 @@ return prune(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now_ms())
 """
 )
 
-# KEYS: processes, quota. ARGV 4..: this process, its lifetime ms, 1 if it has
-# heartbeaten before. Returns {1 if it had been given up for dead, stored bytes,
-# stored rooms, then the processes found dead, each now removed: the caller prunes
-# their rooms}.
+# KEYS: processes, quota, the new-room budget. ARGV 4..: this process, its lifetime
+# ms, 1 if it has heartbeaten before, the new rooms it made since its last beat, the
+# budget's drain per ms and its cap. Returns {1 if it had been given up for dead,
+# stored bytes, stored rooms, the budget's level (a decimal string), then the
+# processes found dead, each now removed: the caller prunes their rooms}.
 HEARTBEAT: Final = (
     _PRELUDE
     + """
-local processes, quota = KEYS[1], KEYS[2]
+local processes, quota, budget = KEYS[1], KEYS[2], KEYS[3]
 local me = ARGV[4]
 local now = now_ms()
+-- The new-room budget of all processes together: a leaky bucket (securechat/budget.py).
+local held = redis.call('HMGET', budget, 'level', 'at')
+local level = tonumber(held[1] or '0')
+local drained = level - (now - tonumber(held[2] or now)) * tonumber(ARGV[8])
+level = math.min(math.max(0, drained) + tonumber(ARGV[7]), tonumber(ARGV[9]))
+local shown = string.format('%.6f', level)
+redis.call('HSET', budget, 'level', shown, 'at', now)
 local until_ms = redis.call('ZSCORE', processes, me)
 local lost = ARGV[6] == '1' and (until_ms == false or tonumber(until_ms) <= now)
 redis.call('ZADD', processes, now + tonumber(ARGV[5]), me)
@@ -282,7 +290,7 @@ if #dead > 0 then
   redis.call('ZREMRANGEBYSCORE', processes, '-inf', now)
 end
 local counts = redis.call('HMGET', quota, 'bytes', 'rooms')
-local reply = {lost and 1 or 0, tonumber(counts[1] or '0'), tonumber(counts[2] or '0')}
+local reply = {lost and 1 or 0, tonumber(counts[1] or '0'), tonumber(counts[2] or '0'), shown}
 for _, process in ipairs(dead) do
   reply[#reply + 1] = process
 end

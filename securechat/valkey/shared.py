@@ -17,6 +17,7 @@ from typing import Final
 import coredis
 import trio
 
+from securechat.budget import CreationBudget
 from securechat.protocol import RoomId
 from securechat.registry import RoomActor, RoomMaker
 from securechat.room import Command, RoomSettings
@@ -34,7 +35,11 @@ PROCESS_NAME_BYTES: Final = 8  # random, new at each start: names nothing about 
 
 @asynccontextmanager
 async def shared_rooms(
-    client: coredis.Redis[bytes], settings: RoomSettings, quota: Quota, retention: Retention
+    client: coredis.Redis[bytes],
+    settings: RoomSettings,
+    quota: Quota,
+    retention: Retention,
+    budget: CreationBudget,
 ) -> AsyncIterator[RoomMaker]:
     """Error handling: ``StorageError`` if Valkey does not take the first heartbeat."""
     process = secrets.token_hex(PROCESS_NAME_BYTES)
@@ -46,7 +51,7 @@ async def shared_rooms(
         for room in list(rooms):
             room.lost()
 
-    heartbeat = Heartbeat(order, process, quota, lost)
+    heartbeat = Heartbeat(order, process, quota, budget, lost)
     try:
         await heartbeat.beat()
     except StorageUnavailable as exc:
