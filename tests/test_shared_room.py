@@ -113,3 +113,19 @@ async def test_the_new_room_budget_counts_the_rooms_of_every_relay(
         await peer.send({"type": "hello", "auth": new_token()})
         challenge = await peer.expect("challenge")
         assert challenge["bits"] >= 14
+
+
+async def test_a_relay_that_stops_leaves_no_participant_behind(
+    nursery: trio.Nursery, tmp_path: Path, valkey: Valkey
+) -> None:
+    a, b = await two_relays(nursery, tmp_path, valkey)
+    room, token = new_room_id(), new_token()
+    alice = await joined_peer(nursery, a, room, token)
+    bob = await joined_peer(nursery, b, room, token)
+    await alice.expect("system", event="joined", clientId=bob.client_id)
+    await a.stop()  # alice gets 1001; her presence goes with her leave, or with a's retirement
+    left = await bob.expect("system", event="left", clientId=alice.client_id)
+    assert left["participants"] == [bob.client_id]
+    carol = await connect(nursery, b, room)
+    _, connected = await carol.hello(token)
+    assert connected["participants"] == [bob.client_id, carol.client_id]

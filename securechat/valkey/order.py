@@ -168,15 +168,18 @@ class ValkeyOrder:
             raise StorageUnavailable(str(exc)) from None
         return [RoomId(m.decode("ascii")) for m in members]
 
-    async def forget(self, process: str, room_id: RoomId | None = None) -> None:
-        """Take ``room_id`` off the process's rooms, or forget the process whole."""
-        key = keys.process_rooms(process)
+    async def forget(self, process: str) -> None:
+        """Forget a dead process whose rooms have been pruned."""
         try:
-            if room_id is None:
-                await self._client.delete([key])
-                await self._client.zrem(keys.PROCESSES, [process])
-            else:
-                await self._client.srem(key, [room_id])
+            await self._client.delete([keys.process_rooms(process)])
+        except _UNREACHABLE as exc:
+            raise StorageUnavailable(str(exc)) from None
+
+    async def retire(self, process: str) -> None:
+        """Mark this process dead now (it is stopping): the next heartbeat of any
+        process prunes its rooms, whatever leaves it could not finish."""
+        try:
+            await self._client.zadd(keys.PROCESSES, {process: 0})
         except _UNREACHABLE as exc:
             raise StorageUnavailable(str(exc)) from None
 

@@ -261,6 +261,8 @@ class SharedRoom:
 
     async def _join(self, command: Join) -> None:
         member = command.member
+        if member.close_code is not None:
+            return  # closed while its hello waited here: no presence to leave behind
         shared = self._shared
         conn = f"{shared.process}/{next(shared.connections)}/{member.client_id}"
         try:

@@ -2,8 +2,8 @@
 
 ``shared_rooms`` starts this process's subscriber (``Fanout``) and heartbeat, and
 gives the registry a ``RoomMaker`` whose rooms are ``SharedRoom``s. On exit it
-stops them and removes this process from Valkey, so its peers need not wait for it
-to expire.
+stops them and marks this process dead in Valkey, so the next heartbeat of a peer
+prunes what its members left behind, without waiting for it to expire.
 """
 
 import itertools
@@ -75,6 +75,6 @@ async def shared_rooms(
             with trio.move_on_after(FORGET_SECONDS) as scope:
                 scope.shield = True
                 try:
-                    await order.forget(process)
+                    await order.retire(process)
                 except StorageUnavailable:
                     logger.info("Valkey unreachable at exit; this relay expires there by itself")
