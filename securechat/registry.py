@@ -112,7 +112,6 @@ class Registry:
         self._storage = storage
         self._make_room = make_room or local_rooms(storage, settings)
         self._budget = budget  # None: new rooms are always free (tests of other parts)
-        self._settings = settings
         self._max_rooms = max_rooms
         self._nursery = nursery
         self._rooms: dict[RoomId, _Live] = {}
