@@ -11,6 +11,7 @@ from pathlib import Path
 import coredis
 import trio
 
+from securechat.protocol import RoomId
 from securechat.valkey import keys
 from tests.harness import ServerHandle, connect, joined_peer, make_config, new_room_id, new_token
 from tests.harness import start_server as start
@@ -129,3 +130,24 @@ async def test_a_relay_that_stops_leaves_no_participant_behind(
     carol = await connect(nursery, b, room)
     _, connected = await carol.hello(token)
     assert connected["participants"] == [bob.client_id, carol.client_id]
+
+
+async def test_a_relay_keeps_in_valkey_only_the_rooms_it_serves(
+    nursery: trio.Nursery, tmp_path: Path, valkey: Valkey
+) -> None:
+    a, _ = await two_relays(nursery, tmp_path, valkey)
+    room, token = new_room_id(), new_token()
+    alice = await joined_peer(nursery, a, room, token)
+    other_tab = await joined_peer(nursery, a, room, token, client_id=alice.client_id)
+    client = coredis.Redis(host="127.0.0.1", port=valkey.port, decode_responses=False)
+    async with client:
+        (key,) = [k async for k in client.scan_iter(match="securechat:process:*:rooms")]
+        assert await client.smembers(key) == {room.encode()}
+        await alice.ws.aclose()
+        await other_tab.ws.aclose()
+        with trio.fail_after(10):
+            while True:  # polled: the room's last connection here has left
+                if not await client.exists([key]):
+                    break
+                await trio.sleep(0.05)
+        assert await client.zcard(keys.presence(RoomId(room))) == 0

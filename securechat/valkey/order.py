@@ -103,10 +103,13 @@ class ValkeyOrder:
             cast("list[bytes]", history),
         )  # fmt: skip
 
-    async def leave(self, room_id: RoomId, conn: str) -> None:
+    async def leave(self, room_id: RoomId, process: str, conn: str) -> None:
         await self._call(
-            self._leave, [keys.meta(room_id), keys.presence(room_id), keys.events(room_id)], [conn]
-        )
+            self._leave,
+            [keys.meta(room_id), keys.presence(room_id), keys.events(room_id),
+             keys.process_rooms(process)],
+            [conn, room_id],
+        )  # fmt: skip
 
     async def post(
         self, room_id: RoomId, cap: int, messages: Sequence[tuple[ClientId, str, str]]

@@ -297,7 +297,7 @@ class SharedRoom:
         if conn is None:
             return  # refused at join, or never got in
         try:
-            await self._shared.order.leave(self.room_id, conn)
+            await self._shared.order.leave(self.room_id, self._shared.process, conn)
         except StorageUnavailable:
             self._owed.append(conn)
 
@@ -305,7 +305,7 @@ class SharedRoom:
         owed, self._owed = self._owed, []
         for index, conn in enumerate(owed):
             try:
-                await self._shared.order.leave(self.room_id, conn)
+                await self._shared.order.leave(self.room_id, self._shared.process, conn)
             except StorageUnavailable:
                 self._owed = owed[index:]
                 return

@@ -153,14 +153,28 @@ return {'ok', ev, people, redis.call('LRANGE', hist, 0, -1)}
 """
 )
 
-# KEYS: meta, presence, channel. ARGV 4..: connection. Returns 1 if it was present.
+# KEYS: meta, presence, channel, the process's rooms. ARGV 4..: connection, room id.
+# Returns 1 if it was present.
 LEAVE: Final = (
     _PRELUDE
     + """
-local meta, presence, channel = KEYS[1], KEYS[2], KEYS[3]
+local meta, presence, channel, rooms = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local conn = ARGV[4]
 if redis.call('ZREM', presence, conn) == 0 then
   return 0
+end
+-- The process's last connection here: the room leaves its set (which stays as
+-- small as the rooms it serves, for pruning them should it die).
+local process = string.match(conn, '^[^/]*/')
+local others = false
+for _, other in ipairs(redis.call('ZRANGE', presence, 0, -1)) do
+  if string.sub(other, 1, #process) == process then
+    others = true
+    break
+  end
+end
+if not others then
+  redis.call('SREM', rooms, ARGV[5])
 end
 local cid = client_of(conn)
 if not present(presence, cid) then
