@@ -17,10 +17,11 @@ from securechat.config import Config
 from securechat.metrics import is_loopback, parse_address
 from securechat.origins import normalize_origin
 from securechat.peer import arguments as peer_arguments
-from securechat.server import serve, tune_garbage_collector
+from securechat.server import listen, serve, tune_garbage_collector
 from securechat.sources import parse_networks
 from securechat.startup import describe
 from securechat.valkey.url import parse_valkey_url
+from securechat.workers import MAX_WORKERS, run_supervisor
 
 ENV_PREFIX: Final = "SECURECHAT_"
 # What the terminal client imports beyond the server's dependencies: the ``client``
@@ -115,7 +116,9 @@ _SERVE_OPTIONS: Final[list[tuple[str, Callable[[str], Any], Any, str]]] = [
     ("data-dir", Path, Path("data"), "where the SQLite database lives"),
     ("valkey", _valkey_url, "", "keep rooms in Valkey (or Redis 7) at this URL instead of "
      "SQLite: redis://, rediss:// (TLS), valkey:// or unix://, with user:password@ and /DB "
-     "(one process for now)"),
+     "(needed by --workers)"),
+    ("workers", _int_in(1, MAX_WORKERS), 1, "relay processes sharing the listening socket, "
+     "one per core; more than 1 needs --valkey"),
     ("history", _int_in(0, 1000), limits.DEFAULT_HISTORY, "messages kept per room"),
     ("max-participants", _int_in(1, 10_000), limits.DEFAULT_MAX_PARTICIPANTS,
      "connections per room"),
@@ -258,7 +261,27 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     values["ephemeral"] = _switch(parser, args.ephemeral, "ephemeral")
     values["h2c"] = _switch(parser, args.h2c, "h2c")
     values["metrics_address"] = _metrics_address(parser, args)
+    _check_workers(parser, values)
     return Config(**values)
+
+
+def _check_workers(parser: argparse.ArgumentParser, values: dict[str, Any]) -> None:
+    """More than one worker needs Valkey (their rooms are shared there), and metrics ports."""
+    workers: int = values["workers"]
+    if workers == 1:
+        return
+    if not values["valkey"]:
+        parser.error(
+            f"--workers {workers} needs --valkey: the worker processes share their rooms "
+            "through Valkey (SQLite is for one process)"
+        )
+    if values["metrics_address"]:
+        port = parse_address(values["metrics_address"])[1]
+        if port and port + workers - 1 > 65535:
+            parser.error(
+                f"--metrics-address: worker i listens on port {port} + i, and "
+                f"{port + workers - 1} is past 65535"
+            )
 
 
 def _metrics_address(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
@@ -332,6 +355,23 @@ async def run_server(config: Config) -> None:
     sclog.announce("stopped")
 
 
+async def run_workers(config: Config) -> int:
+    """Bind once, then serve with ``config.workers`` processes (securechat/workers.py)."""
+    with listen(config) as listener:
+        host, port = listener.getsockname()[:2]
+        base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+        def serving() -> None:
+            sclog.announce(
+                f"serving on {base} with {config.workers} workers; open {_open_url(base)}"
+            )
+
+        status = await run_supervisor(config, listener.fileno(), serving)
+    if status == 0:
+        sclog.announce("stopped")
+    return status
+
+
 def _run_client(args: argparse.Namespace) -> None:
     """Run a client subcommand, importing the client (and its extra) only now.
 
@@ -361,9 +401,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         config = config_from_args(args.command_parser, args)
         sclog.configure(config.log_level, config.log_format)
         tune_garbage_collector()
-        problem = None
+        problem, status = None, 0
         try:
-            trio.run(run_server, config)
+            if config.workers == 1:
+                trio.run(run_server, config)
+            else:
+                status = trio.run(run_workers, config)
         except (Exception, BaseExceptionGroup) as error:
             problem = describe(error)
             if problem is None:
@@ -372,4 +415,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if problem is not None:
             logging.shutdown()
             sys.exit(sclog.fatal(problem))
+        if status != 0:  # a worker could not start, and said why on stderr
+            logging.shutdown()
+            sys.exit(status)
     logging.shutdown()
