@@ -1,6 +1,7 @@
 """The ``securechat`` command line."""
 
 import argparse
+import functools
 import logging
 import os
 import signal
@@ -17,11 +18,11 @@ from securechat.config import Config
 from securechat.metrics import is_loopback, parse_address
 from securechat.origins import normalize_origin
 from securechat.peer import arguments as peer_arguments
-from securechat.server import listen, serve, tune_garbage_collector
+from securechat.server import serve, tune_garbage_collector
 from securechat.sources import parse_networks
-from securechat.startup import describe
+from securechat.startup import run_to_exit
 from securechat.valkey.url import parse_valkey_url
-from securechat.workers import MAX_WORKERS, run_supervisor
+from securechat.workers import MAX_WORKERS, run_workers, settings_problem
 
 ENV_PREFIX: Final = "SECURECHAT_"
 # What the terminal client imports beyond the server's dependencies: the ``client``
@@ -266,22 +267,9 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
 
 
 def _check_workers(parser: argparse.ArgumentParser, values: dict[str, Any]) -> None:
-    """More than one worker needs Valkey (their rooms are shared there), and metrics ports."""
-    workers: int = values["workers"]
-    if workers == 1:
-        return
-    if not values["valkey"]:
-        parser.error(
-            f"--workers {workers} needs --valkey: the worker processes share their rooms "
-            "through Valkey (SQLite is for one process)"
-        )
-    if values["metrics_address"]:
-        port = parse_address(values["metrics_address"])[1]
-        if port and port + workers - 1 > 65535:
-            parser.error(
-                f"--metrics-address: worker i listens on port {port} + i, and "
-                f"{port + workers - 1} is past 65535"
-            )
+    problem = settings_problem(values["workers"], values["valkey"], values["metrics_address"])
+    if problem is not None:
+        parser.error(problem)
 
 
 def _metrics_address(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
@@ -355,21 +343,8 @@ async def run_server(config: Config) -> None:
     sclog.announce("stopped")
 
 
-async def run_workers(config: Config) -> int:
-    """Bind once, then serve with ``config.workers`` processes (securechat/workers.py)."""
-    with listen(config) as listener:
-        host, port = listener.getsockname()[:2]
-        base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-        def serving() -> None:
-            sclog.announce(
-                f"serving on {base} with {config.workers} workers; open {_open_url(base)}"
-            )
-
-        status = await run_supervisor(config, listener.fileno(), serving)
-    if status == 0:
-        sclog.announce("stopped")
-    return status
+def _announce_workers(base: str, workers: int) -> None:
+    sclog.announce(f"serving on {base} with {workers} workers; open {_open_url(base)}")
 
 
 def _run_client(args: argparse.Namespace) -> None:
@@ -401,21 +376,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         config = config_from_args(args.command_parser, args)
         sclog.configure(config.log_level, config.log_format)
         tune_garbage_collector()
-        problem, status = None, 0
-        try:
-            if config.workers == 1:
-                trio.run(run_server, config)
-            else:
-                status = trio.run(run_workers, config)
-        except (Exception, BaseExceptionGroup) as error:
-            problem = describe(error)
-            if problem is None:
-                raise
-        # Outside the except clause: nothing may wrap the exit (see securechat/startup.py).
-        if problem is not None:
-            logging.shutdown()
-            sys.exit(sclog.fatal(problem))
-        if status != 0:  # a worker could not start, and said why on stderr
-            logging.shutdown()
-            sys.exit(status)
+        if config.workers == 1:
+            run_to_exit(functools.partial(run_server, config))
+        else:  # a worker that cannot start says why itself: its status is the exit status
+            run_to_exit(functools.partial(run_workers, config, _announce_workers))
     logging.shutdown()

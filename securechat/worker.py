@@ -22,9 +22,10 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 import trio
@@ -33,7 +34,7 @@ from securechat import log as sclog
 from securechat.config import Config
 from securechat.metrics import parse_address
 from securechat.server import serve, tune_garbage_collector
-from securechat.startup import describe
+from securechat.startup import run_to_exit
 
 logger: Final = logging.getLogger("securechat.worker")
 
@@ -73,9 +74,10 @@ def metrics_address_of(address: str, index: int) -> str:
     return f"[{host}]:{shifted}" if ":" in host else f"{host}:{shifted}"
 
 
-async def _wait_signal(signals: Any, shutdown: trio.Event) -> None:
+async def set_at_signal(signals: AsyncIterator[int], event: trio.Event) -> None:
+    """Set ``event`` at the first of ``signals`` (whose receiver then keeps the rest)."""
     async for _ in signals:
-        shutdown.set()
+        event.set()
         return
 
 
@@ -99,7 +101,7 @@ async def run_worker(config: Config, listen_fd: int) -> None:
     shutdown = trio.Event()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_wait_signal, signals, shutdown)
+            nursery.start_soon(set_at_signal, signals, shutdown)
             nursery.start_soon(_wait_supervisor_gone, shutdown)
 
             async def run(*, task_status: trio.TaskStatus[str]) -> None:
@@ -117,18 +119,7 @@ def main(argv: list[str]) -> None:
     config = replace(config, metrics_address=metrics_address_of(config.metrics_address, index))
     sclog.configure(config.log_level, config.log_format)
     tune_garbage_collector()
-    problem = None
-    try:
-        trio.run(functools.partial(run_worker, config, listen_fd))
-    except (Exception, BaseExceptionGroup) as error:
-        problem = describe(error)
-        if problem is None:
-            raise
-    # Outside the except clause: nothing may wrap the exit (see securechat/startup.py).
-    if problem is not None:
-        logging.shutdown()
-        sys.exit(sclog.fatal(problem))
-    logging.shutdown()
+    run_to_exit(functools.partial(run_worker, config, listen_fd))
 
 
 if __name__ == "__main__":

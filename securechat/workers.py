@@ -35,9 +35,12 @@ from typing import Final, final
 
 import trio
 
+from securechat import log as sclog
 from securechat.config import Config
 from securechat.limits import SHUTDOWN_CLOSE_SECONDS
-from securechat.worker import READY, encode_config
+from securechat.metrics import parse_address
+from securechat.server import listen
+from securechat.worker import READY, encode_config, set_at_signal
 
 logger: Final = logging.getLogger("securechat.workers")
 
@@ -51,6 +54,24 @@ WORKER_STOP_SECONDS: Final = 2 * SHUTDOWN_CLOSE_SECONDS + 4.0
 RESTART_FIRST_DELAY_SECONDS: Final = 0.25  # before the first restart of a worker that died
 RESTART_MAX_DELAY_SECONDS: Final = 30.0  # the cap of the doubling: a worker that keeps dying
 RESTART_STABLE_SECONDS: Final = 60.0  # served this long, a worker's next restart is prompt
+
+
+def settings_problem(workers: int, valkey: str, metrics_address: str) -> str | None:
+    """Why these settings cannot run ``workers`` processes, or None if they can."""
+    if workers == 1:
+        return None
+    if not valkey:
+        return (
+            f"--workers {workers} needs --valkey: the worker processes share their rooms "
+            "through Valkey (SQLite is for one process)"
+        )
+    port = parse_address(metrics_address)[1] if metrics_address else 0
+    if port and port + workers - 1 > 65535:
+        return (
+            f"--metrics-address: worker i listens on port {port} + i, and "
+            f"{port + workers - 1} is past 65535"
+        )
+    return None
 
 
 def worker_command(listen_fd: int, index: int) -> list[str]:
@@ -213,6 +234,25 @@ class Supervisor:
         await worker.wait()
 
 
+async def run_workers(config: Config, serving: Callable[[str, int], None]) -> int:
+    """Bind once, then serve with ``config.workers`` processes; the exit status.
+
+    Calls ``serving`` with the base URL and the count once every worker serves.
+
+    Error handling: an address that cannot be bound raises ``ListenError``
+    before any worker starts.
+    """
+    with listen(config) as listener:
+        host, port = listener.getsockname()[:2]
+        base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        status = await run_supervisor(
+            config, listener.fileno(), lambda: serving(base, config.workers)
+        )
+    if status == 0:
+        sclog.announce("stopped")
+    return status
+
+
 async def run_supervisor(config: Config, listen_fd: int, serving: Callable[[], None]) -> int:
     """Serve with ``config.workers`` processes until SIGTERM or SIGINT; the exit status.
 
@@ -224,13 +264,7 @@ async def run_supervisor(config: Config, listen_fd: int, serving: Callable[[], N
     status = 0
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-
-            async def wait_signal() -> None:
-                async for _ in signals:
-                    stopping.set()
-                    return
-
-            nursery.start_soon(wait_signal)
+            nursery.start_soon(set_at_signal, signals, stopping)
             with trio.CancelScope() as starting:
                 nursery.start_soon(_cancel_when, stopping, starting)
                 failed = await supervisor.start()

@@ -6,7 +6,9 @@ worker that accepted it holds that inode among its descriptors. Nothing is added
 to the server to tell.
 """
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -163,14 +165,14 @@ async def test_two_workers_share_one_port_and_drain_on_sigterm(
 async def test_a_killed_worker_is_replaced_and_serving_goes_on(
     nursery: trio.Nursery, tmp_path: Path, valkey: Valkey
 ) -> None:
-    server = await start_workers(tmp_path, valkey)
+    server = await start_workers(tmp_path, valkey, "--log-format", "json")
     try:
         workers = await wait_workers(server.process.pid, WORKERS)
-        victim = min(workers)  # worker 0: started first
+        victim = min(workers)
         os.kill(victim, signal.SIGKILL)
         replaced = await wait_workers(server.process.pid, WORKERS, gone=victim)
         (newcomer,) = replaced - workers
-        seen = await read_until(server, f"worker 0 serving again (pid {newcomer})")
+        seen = await read_until(server, rf"worker \d serving again \(pid {newcomer}\)")
         held = await spread_peers(nursery, server, (workers - {victim}) | {newcomer})
         assert held[newcomer]  # the new one serves as well
         for peer in (p for peers in held.values() for p in peers):
@@ -187,8 +189,13 @@ async def test_a_killed_worker_is_replaced_and_serving_goes_on(
         assert not alive(stuck)
         assert not any(alive(pid) for pid in replaced)
         output = seen + await server.rest_of_output()
-        assert f"worker 0 (pid {victim}) was killed by SIGKILL; starting another" in output
+        assert re.search(rf"worker \d \(pid {victim}\) was killed by SIGKILL; starting", output)
         assert "did not stop within" in output
+        # Every line of every process in the supervisor's format: JSON. (The first may
+        # be the end of the line start_process read up to "serving on".)
+        lines = [json.loads(line) for line in output.splitlines()[1:]]
+        assert {line["level"] for line in lines} <= {"info", "warning", "error"}
+        assert any(line["logger"] == "securechat.server" for line in lines)  # a worker's
     finally:
         await close(server)
 
@@ -348,15 +355,17 @@ def run_serve(
     )
 
 
-async def read_until(server: ServerProcess, text: str) -> str:
-    """The server's output up to and including ``text`` (waited for)."""
-    seen = b""
+async def read_until(server: ServerProcess, pattern: str) -> str:
+    """The server's output up to a line that matches ``pattern`` (waited for)."""
+    seen = ""
     with trio.fail_after(SETTLE_SECONDS):
-        while text.encode() not in seen:
+        while not re.search(pattern, seen):
             chunk = await server.output.receive_some()
-            assert chunk, seen.decode()
-            seen += chunk
-    return seen.decode()
+            assert chunk, seen
+            seen += chunk.decode()
+    while not seen.endswith("\n"):  # the rest of that line, for the caller's parsing
+        seen += (await server.output.receive_some()).decode()
+    return seen
 
 
 async def close(server: ServerProcess) -> None:
