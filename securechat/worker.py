@@ -115,7 +115,10 @@ async def run_worker(config: Config, listen_fd: int) -> None:
 def main(argv: list[str]) -> None:
     """``python -m securechat.worker FD INDEX``, the config on stdin (see the module doc)."""
     listen_fd, index = int(argv[0]), int(argv[1])
-    config = decode_config(sys.stdin.buffer.readline(MAX_CONFIG_BYTES))
+    line = sys.stdin.buffer.readline(MAX_CONFIG_BYTES)
+    if not line.endswith(b"\n"):  # the supervisor died first, or this was run by hand
+        sys.exit("securechat: error: a worker is started by securechat serve --workers N")
+    config = decode_config(line)
     config = replace(config, metrics_address=metrics_address_of(config.metrics_address, index))
     sclog.configure(config.log_level, config.log_format)
     tune_garbage_collector()

@@ -115,14 +115,16 @@ class _Worker:
         assert process.stdin is not None  # noqa: S101  (asked for above)
         assert process.stdout is not None  # noqa: S101
         answer = b""
-        with trio.move_on_after(WORKER_START_SECONDS) as waiting:
-            try:
-                await process.stdin.send_all(encode_config(config))
-                while len(answer) < len(READY) and (chunk := await process.stdout.receive_some()):
-                    answer += chunk
-            except trio.BrokenResourceError:
-                pass  # it died at once: its status says how
-        await process.stdout.aclose()
+        async with process.stdout:
+            with trio.move_on_after(WORKER_START_SECONDS) as waiting:
+                try:
+                    await process.stdin.send_all(encode_config(config))
+                    while len(answer) < len(READY) and (
+                        chunk := await process.stdout.receive_some()
+                    ):
+                        answer += chunk
+                except trio.BrokenResourceError:
+                    pass  # it died at once: its status says how
         if answer == READY:
             log = logger.info if again else logger.debug
             log("worker %d serving%s (pid %d)", self.index, " again" if again else "", process.pid)
@@ -161,7 +163,13 @@ class _Worker:
             )
             await trio.sleep(delay)
             delay = min(2 * delay, RESTART_MAX_DELAY_SECONDS)
-            while await self.start(again=True) is not None:  # failed: it logged why on stderr
+            while (failed := await self.start(again=True)) is not None:  # it said why itself
+                logger.warning(
+                    "worker %d could not start (it %s); trying again in %.2g s",
+                    self.index,
+                    how_it_ended(failed),
+                    delay,
+                )
                 await trio.sleep(delay)
                 delay = min(2 * delay, RESTART_MAX_DELAY_SECONDS)
 
@@ -178,9 +186,6 @@ class Supervisor:
         self.config = config
         self.listen_fd = listen_fd
         self.workers = [_Worker(self, index) for index in range(config.workers)]
-
-    def pids(self) -> list[int]:
-        return [w.process.pid for w in self.workers if w.process is not None]
 
     async def start(self) -> int | None:
         """Start every worker: None once all serve, else the exit status to stop with.
@@ -273,7 +278,7 @@ async def run_supervisor(config: Config, listen_fd: int, serving: Callable[[], N
                     serving()
                     await stopping.wait()
                 else:
-                    status = failed
+                    status = failed if failed > 0 else 1  # killed by a signal: 1 all the same
             nursery.cancel_scope.cancel()  # no more restarts; then the drain
         if status == 0:
             logger.info("stopping %d workers", config.workers)

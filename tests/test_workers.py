@@ -441,18 +441,38 @@ async def open_websockets(metrics_port: int) -> int:
 
 
 async def readiness_by_worker(port: int, workers: set[int]) -> dict[int, int]:
-    """``GET /readyz`` asked of each worker: connections are opened until each holds one.
+    """``GET /readyz`` asked of every worker at once, each on a connection it accepted.
 
     Each answer must come within the bound ``/readyz`` promises, ready or not.
     """
-    answers: dict[int, int] = {}
-    for _ in range(MAX_CONNECTIONS_TO_SPREAD):
-        conn = await trio.to_thread.run_sync(socket.create_connection, ("127.0.0.1", port), 5)
-        with conn:
-            pid = await owner(workers, port, conn.getsockname()[1])
-            if pid not in answers:
-                with trio.fail_after(READY_TIMEOUT_SECONDS + 1):
-                    answers[pid] = (await trio.to_thread.run_sync(_exchange, conn, "/readyz"))[0]
-        if len(answers) == len(workers):
-            return answers
-    raise AssertionError(f"a worker accepted nothing: {answers}")
+    held: dict[int, socket.socket] = {}
+    try:
+        for _ in range(MAX_CONNECTIONS_TO_SPREAD):
+            conn = await trio.to_thread.run_sync(socket.create_connection, ("127.0.0.1", port), 5)
+            try:
+                pid = await owner(workers, port, conn.getsockname()[1])
+            except BaseException:
+                conn.close()
+                raise
+            if pid in held:
+                conn.close()
+            else:
+                held[pid] = conn
+            if len(held) == len(workers):
+                break
+        else:
+            raise AssertionError(f"a worker accepted nothing: {sorted(held)}")
+        answers: dict[int, int] = {}
+
+        async def ask(pid: int) -> None:
+            reply = await trio.to_thread.run_sync(_exchange, held[pid], "/readyz")
+            answers[pid] = reply[0]
+
+        with trio.fail_after(READY_TIMEOUT_SECONDS + 1):
+            async with trio.open_nursery() as nursery:
+                for pid in held:
+                    nursery.start_soon(ask, pid)
+        return answers
+    finally:
+        for conn in held.values():
+            conn.close()
