@@ -1,6 +1,7 @@
 """The ``securechat`` command line."""
 
 import argparse
+import functools
 import logging
 import os
 import signal
@@ -19,8 +20,9 @@ from securechat.origins import normalize_origin
 from securechat.peer import arguments as peer_arguments
 from securechat.server import serve, tune_garbage_collector
 from securechat.sources import parse_networks
-from securechat.startup import describe
+from securechat.startup import run_to_exit
 from securechat.valkey.url import parse_valkey_url
+from securechat.workers import MAX_WORKERS, run_workers, settings_problem
 
 ENV_PREFIX: Final = "SECURECHAT_"
 # What the terminal client imports beyond the server's dependencies: the ``client``
@@ -115,7 +117,9 @@ _SERVE_OPTIONS: Final[list[tuple[str, Callable[[str], Any], Any, str]]] = [
     ("data-dir", Path, Path("data"), "where the SQLite database lives"),
     ("valkey", _valkey_url, "", "keep rooms in Valkey (or Redis 7) at this URL instead of "
      "SQLite: redis://, rediss:// (TLS), valkey:// or unix://, with user:password@ and /DB "
-     "(one process for now)"),
+     "(needed by --workers)"),
+    ("workers", _int_in(1, MAX_WORKERS), 1, "relay processes sharing the listening socket, "
+     "one per core; more than 1 needs --valkey"),
     ("history", _int_in(0, 1000), limits.DEFAULT_HISTORY, "messages kept per room"),
     ("max-participants", _int_in(1, 10_000), limits.DEFAULT_MAX_PARTICIPANTS,
      "connections per room"),
@@ -258,7 +262,14 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     values["ephemeral"] = _switch(parser, args.ephemeral, "ephemeral")
     values["h2c"] = _switch(parser, args.h2c, "h2c")
     values["metrics_address"] = _metrics_address(parser, args)
+    _check_workers(parser, values)
     return Config(**values)
+
+
+def _check_workers(parser: argparse.ArgumentParser, values: dict[str, Any]) -> None:
+    problem = settings_problem(values["workers"], values["valkey"], values["metrics_address"])
+    if problem is not None:
+        parser.error(problem)
 
 
 def _metrics_address(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
@@ -332,6 +343,10 @@ async def run_server(config: Config) -> None:
     sclog.announce("stopped")
 
 
+def _announce_workers(base: str, workers: int) -> None:
+    sclog.announce(f"serving on {base} with {workers} workers; open {_open_url(base)}")
+
+
 def _run_client(args: argparse.Namespace) -> None:
     """Run a client subcommand, importing the client (and its extra) only now.
 
@@ -361,15 +376,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         config = config_from_args(args.command_parser, args)
         sclog.configure(config.log_level, config.log_format)
         tune_garbage_collector()
-        problem = None
-        try:
-            trio.run(run_server, config)
-        except (Exception, BaseExceptionGroup) as error:
-            problem = describe(error)
-            if problem is None:
-                raise
-        # Outside the except clause: nothing may wrap the exit (see securechat/startup.py).
-        if problem is not None:
-            logging.shutdown()
-            sys.exit(sclog.fatal(problem))
+        if config.workers == 1:
+            run_to_exit(functools.partial(run_server, config))
+        else:  # a worker that cannot start says why itself: its status is the exit status
+            run_to_exit(functools.partial(run_workers, config, _announce_workers))
     logging.shutdown()

@@ -39,6 +39,7 @@ class Config:
     h2c: bool = False  # HTTP/2 over cleartext (prior knowledge or Upgrade: h2c)
     ephemeral: bool = False  # keep everything in memory: nothing on disk, gone on restart
     valkey: str = ""  # a Valkey URL: rooms kept there instead of SQLite; "" = SQLite
+    workers: int = 1  # relay processes sharing the listening socket; more than 1 needs valkey
     log_level: str = "info"
     log_format: str = "text"  # or "json": one object per line (securechat/log.py)
     # HOST:PORT of the metrics listener, "" = none. The command line refuses one that is

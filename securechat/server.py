@@ -8,6 +8,7 @@ which start it on an ephemeral port.
 import contextlib
 import gc
 import logging
+import socket
 from typing import Final
 
 import hypercorn.trio
@@ -82,7 +83,9 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def hypercorn_config(config: Config, gauge: ConnectionGauge) -> boundary.BoundaryConfig:
+def hypercorn_config(
+    config: Config, gauge: ConnectionGauge, listen_fd: int | None = None
+) -> boundary.BoundaryConfig:
     per_source = config.max_connections_per_source
     hc = boundary.BoundaryConfig(
         gauge,
@@ -91,7 +94,9 @@ def hypercorn_config(config: Config, gauge: ConnectionGauge) -> boundary.Boundar
         trusted_proxies=parse_networks(config.trusted_proxies),
     )
     host = f"[{config.host}]" if ":" in config.host else config.host
-    hc.bind = [f"{host}:{config.port}"]
+    # fd://N: Hypercorn serves a socket bound already (by ``listen``, in the parent of
+    # worker processes) instead of binding one.
+    hc.bind = [f"{host}:{config.port}" if listen_fd is None else f"fd://{listen_fd}"]
     hc.websocket_max_message_size = config.max_frame  # over it Hypercorn closes with 1009
     # Pings keep idle sockets open through proxies; one task pings every socket
     # (wsstream.Pinger), which serve runs, instead of Hypercorn's task per socket.
@@ -102,6 +107,20 @@ def hypercorn_config(config: Config, gauge: ConnectionGauge) -> boundary.Boundar
     hc.errorlog = logging.getLogger("hypercorn.error")  # through our handler, not a second one
     hc.graceful_timeout = SHUTDOWN_CLOSE_SECONDS
     return hc
+
+
+def listen(config: Config) -> socket.socket:
+    """The listening socket ``serve`` would bind, for worker processes to share.
+
+    Bound as ``serve`` binds (Hypercorn's own socket options) and listening, so
+    that connections queue from now on; each worker serves it with ``listen_fd``.
+
+    Error handling: an address that cannot be bound raises ``ListenError``.
+    """
+    hc = hypercorn_config(config, ConnectionGauge(1))  # for its bind and backlog alone
+    (sock,) = hc.create_sockets().insecure_sockets
+    sock.listen(hc.backlog)
+    return sock
 
 
 def retention(config: Config) -> Retention:
@@ -118,9 +137,13 @@ async def serve(
     config: Config,
     shutdown: trio.Event,
     *,
+    listen_fd: int | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until ``shutdown`` is set; report the bound base URL when listening.
+
+    With ``listen_fd``, serve that listening socket (made by ``listen``, shared
+    with other worker processes) instead of binding ``config.host:port``.
 
     Resource handling: opens the storage and closes it after every room task and
     the HTTP server have stopped. On shutdown every WebSocket gets 1001 first.
@@ -175,7 +198,7 @@ async def serve(
                 await nursery.start(serve_metrics, config.metrics_address, readings)
             stop_http = trio.Event()
             http_done = trio.Event()
-            hc = hypercorn_config(config, gauge)
+            hc = hypercorn_config(config, gauge, listen_fd)
             if hc.pinger is not None:
                 nursery.start_soon(hc.pinger.run)
 

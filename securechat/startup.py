@@ -6,10 +6,16 @@ names the first one it knows. It never uses ``except*``: before Python 3.11.4 a
 ``sys.exit`` inside one left wrapped in a group, and printed a traceback.
 """
 
+import logging
 import os
 import socket
+import sys
+from collections.abc import Awaitable, Callable
 from typing import final
 
+import trio
+
+from securechat import log as sclog
 from securechat.failures import leaves
 from securechat.storage import StorageError
 
@@ -51,3 +57,25 @@ def describe(error: BaseException) -> str | None:
     return f"cannot start: {os_reason(first)}" + (
         f": {first.filename}" if first.filename is not None else ""
     )
+
+
+def run_to_exit(main: Callable[[], Awaitable[int | None]]) -> None:
+    """Run a process's ``main`` under Trio, then end the process as it says.
+
+    Error handling: a start-up failure (``describe``) exits 1 with its one line
+    in the log's format; a status other than 0 is the exit status; anything
+    else propagates with its traceback.
+    """
+    problem, status = None, None
+    try:
+        status = trio.run(main)
+    except (Exception, BaseExceptionGroup) as error:
+        problem = describe(error)
+        if problem is None:
+            raise
+    # Outside the except clause: nothing may wrap the exit (see the module's docstring).
+    logging.shutdown()
+    if problem is not None:
+        sys.exit(sclog.fatal(problem))
+    if status:
+        sys.exit(status)
