@@ -30,7 +30,7 @@ from websockets.sync.client import ClientConnection, connect
 from bench import hostile, report, scenarios, siege
 from bench.records import IdleRun, Results
 from bench.scenarios import IDLE_ROOM_SIZE
-from bench.servers import VALKEY_2, running
+from bench.servers import VALKEY, running
 from tests.harness import b64url, fake_message, new_room_id, new_token
 
 pytestmark = pytest.mark.slow
@@ -86,25 +86,24 @@ def test_quick_ping_pong_reports_every_relay(tmp_path: Path) -> None:
 
 
 def test_valkey_memory_is_reported_apart_from_the_relays() -> None:
-    """Idle connections on two Valkey relays: the relays' RSS and Valkey's, each on its own."""
+    """Idle connections on a Valkey relay: the relay's RSS and Valkey's, each on its own."""
 
     async def hold() -> list[IdleRun]:
-        async with running(VALKEY_2) as server:
-            assert len(server.processes) == 1 or len(set(server.base_urls)) == 2
-            runs = await scenarios.idle_connections(server, (2 * IDLE_ROOM_SIZE,))
+        async with running(VALKEY) as server:
+            runs = await scenarios.idle_connections(server, (IDLE_ROOM_SIZE,))
         assert all(process.returncode is not None for process in server.processes)
         assert server.valkey is not None
-        assert server.valkey.process.returncode is not None
+        assert server.valkey.process.returncode is not None  # stopped by its PID
         return runs
 
     [run] = asyncio.run(hold())
-    assert (run.held, run.failure) == (2 * IDLE_ROOM_SIZE, None)
+    assert (run.held, run.failure) == (IDLE_ROOM_SIZE, None)
     assert run.rss_bytes > 0
     assert run.valkey_baseline_rss_bytes is not None
     assert run.valkey_rss_bytes is not None
     assert run.valkey_rss_bytes > 0
     markdown, data = report.build(Results(idle=[run]), {}, 0.0, ["bench"])
-    assert f"{VALKEY_2.name} at {run.wanted}: Valkey's RSS (not counted above)" in markdown
+    assert f"{VALKEY.name} at {run.wanted}: Valkey's RSS (not counted above)" in markdown
     assert isinstance(data["idle"][0]["valkey_rss_per_connection_bytes"], float)
 
 
