@@ -14,6 +14,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import sys
 import tempfile
 from collections import deque
@@ -151,6 +152,21 @@ def process_tree(pid: int) -> list[int]:
     return found
 
 
+def _start_time(pid: int) -> int | None:
+    """When the process started (clock ticks since boot), or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(")") + 2 :].split()[19])
+
+
+def _identities(pid: int) -> list[tuple[int, int]]:
+    """(PID, start time) of every descendant of ``pid`` alive now."""
+    found = [(child, _start_time(child)) for child in process_tree(pid)[1:]]
+    return [(child, started) for child, started in found if started is not None]
+
+
 def process_cpu_seconds(pid: int) -> float:
     """User plus system CPU time of every thread of one process so far."""
     stat = Path(f"/proc/{pid}/stat").read_text()
@@ -279,8 +295,10 @@ async def _relay(
     """One relay process, serving; the process and the URL it printed.
 
     Resource handling: in ``finally`` the process is stopped and reaped whatever
-    happens: one that runs workers gets SIGTERM (it drains and stops them), then
-    it and every descendant still alive is killed by PID; a single one is killed.
+    happens: one with workers gets SIGTERM (it drains and stops them), SIGKILL
+    if it has not exited within ``STOP_TIMEOUT_S``, and then any worker still
+    alive is killed by PID (checked against its start time, so that a reused
+    PID is left alone); a single process is killed.
     """
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("SECURECHAT_VALKEY", None)  # the target's own command line says where rooms go
@@ -293,26 +311,25 @@ async def _relay(
         env=env,
     )
     keeper: asyncio.Task[None] | None = None
-    descendants: list[int] = []
     try:
         url = await _wait_serving(target, process)
         keeper = asyncio.create_task(_keep_output(process, output))
         yield process, url
     finally:
+        workers = [] if process.returncode is not None else _identities(process.pid)
+        if workers:
+            process.terminate()  # a parent of workers drains and stops them on SIGTERM
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STOP_TIMEOUT_S):
+                    await process.wait()
         if process.returncode is None:
-            descendants = process_tree(process.pid)[1:]
-            if descendants:
-                process.terminate()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(STOP_TIMEOUT_S):
-                        await process.wait()
-            if process.returncode is None:
-                process.kill()
+            process.kill()
         async with asyncio.timeout(STOP_TIMEOUT_S):
             await process.wait()
-        for pid in descendants:  # workers a drained parent should have stopped already
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, 9)
+        for pid, started in workers:  # any the parent left behind, if still the same process
+            if _start_time(pid) == started:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         if keeper is not None:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -359,7 +376,10 @@ async def running(target: Target) -> AsyncIterator[Server]:
                 commands = [
                     target.command(root, port=port, valkey_url=url, workers=target.processes)
                 ]
-                mode = f"serve --workers {target.processes} on one port"
+                mode = (
+                    f"serve --workers {target.processes} on one port (the kernel spreads "
+                    "connections over the workers, so rooms span them)"
+                )
             else:
                 commands = [
                     target.command(root / f"relay-{n}", valkey_url=url)
