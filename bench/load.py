@@ -183,17 +183,18 @@ async def connect(url: str, member: Member) -> int:
 
 
 async def connect_all(
-    base_url: str, plan: Iterable[tuple[str, Member]], concurrency: int
+    url_for: Callable[[str], str], plan: Iterable[tuple[str, Member]], concurrency: int
 ) -> list[BaseException]:
     """Connect every (room, member) with at most ``concurrency`` handshakes in flight.
 
+    ``url_for`` gives the base URL of a room's server (one of several processes).
     Returns the failures; members that failed stay in the plan with no transport.
     """
     gate = asyncio.Semaphore(concurrency)
 
     async def one(room: str, member: Member) -> None:
         async with gate:
-            await connect(ws_url(base_url, room, f"m{member.index:07d}"), member)
+            await connect(ws_url(url_for(room), room, f"m{member.index:07d}"), member)
 
     outcomes = await asyncio.gather(
         *(one(room, member) for room, member in plan), return_exceptions=True

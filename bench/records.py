@@ -34,9 +34,11 @@ class Usage:
     """The server's and the generator's use of the machine over one window."""
 
     window_s: float
-    server_cpu_s: float
-    server_rss_bytes: int
+    server_cpu_s: float  # the relay processes', plus their Valkey's for a Valkey target
+    server_rss_bytes: int  # the relay processes' (summed), never Valkey's
     generator_cpu_s: float
+    valkey_cpu_s: float | None = None  # of server_cpu_s, what Valkey used; None without one
+    valkey_rss_bytes: int | None = None  # Valkey's VmRSS at the window's end
 
     @property
     def server_cpu_percent(self) -> float:
@@ -83,6 +85,13 @@ class LoadRun:
         return 1e6 * self.usage.server_cpu_s / self.delivered if self.delivered else float("nan")
 
     @property
+    def valkey_cpu_us_per_delivery(self) -> float:
+        """Valkey's part of ``cpu_us_per_delivery``; NaN for a target without one."""
+        if self.usage.valkey_cpu_s is None or not self.delivered:
+            return float("nan")
+        return 1e6 * self.usage.valkey_cpu_s / self.delivered
+
+    @property
     def sustained(self) -> bool:
         return (
             self.delivered_fraction >= SUSTAINED_FRACTION
@@ -96,6 +105,7 @@ class LoadRun:
             "deliveries_per_s": self.deliveries_per_s,
             "delivered_fraction": self.delivered_fraction,
             "cpu_us_per_delivery": self.cpu_us_per_delivery,
+            "valkey_cpu_us_per_delivery": self.valkey_cpu_us_per_delivery,
             "server_cpu_percent": self.usage.server_cpu_percent,
             "generator_cpu_percent": self.usage.generator_cpu_percent,
             "sustained": self.sustained,
@@ -113,15 +123,29 @@ class IdleRun:
     rss_bytes: int
     connect_s: float
     failure: str | None  # why fewer than ``wanted`` are held
+    valkey_baseline_rss_bytes: int | None = None  # a Valkey target's Valkey, apart from the relay
+    valkey_rss_bytes: int | None = None
 
     @property
     def rss_per_connection_bytes(self) -> float:
+        """The relay processes' growth per connection held (never Valkey's)."""
         if not self.held:
             return float("nan")
         return (self.rss_bytes - self.baseline_rss_bytes) / self.held
 
+    @property
+    def valkey_rss_per_connection_bytes(self) -> float:
+        """Valkey's growth per connection held (its presence entries); NaN without one."""
+        if not self.held or self.valkey_rss_bytes is None or self.valkey_baseline_rss_bytes is None:
+            return float("nan")
+        return (self.valkey_rss_bytes - self.valkey_baseline_rss_bytes) / self.held
+
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "rss_per_connection_bytes": self.rss_per_connection_bytes}
+        return {
+            **asdict(self),
+            "rss_per_connection_bytes": self.rss_per_connection_bytes,
+            "valkey_rss_per_connection_bytes": self.valkey_rss_per_connection_bytes,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,3 +185,5 @@ class Results:
     load: list[LoadRun] = field(default_factory=list)
     idle: list[IdleRun] = field(default_factory=list)
     join: list[JoinRun] = field(default_factory=list)
+    ran: dict[str, str] = field(default_factory=dict)  # target -> how it ran, where that varies
+    left_out: list[str] = field(default_factory=list)  # targets this machine could not run

@@ -12,7 +12,18 @@ from pathlib import Path
 from typing import Any, Final
 
 from bench.records import IdleRun, JoinRun, LoadRun, Results
-from bench.servers import DURABLE, EPHEMERAL, PEER, PINGING, REPO_ROOT, STACK, TARGETS
+from bench.servers import (
+    DURABLE,
+    EPHEMERAL,
+    PEER,
+    PINGING,
+    REPO_ROOT,
+    STACK,
+    TARGETS,
+    VALKEY,
+    VALKEY_2,
+    Target,
+)
 
 KIB: Final = 1024
 MIB: Final = 1024 * KIB
@@ -31,6 +42,9 @@ DURABILITY_TARGET: Final = 1.15  # durable CPU per delivery over ephemeral, at m
 JOIN_TARGET_PER_S: Final = 300.0
 JOIN_TARGET_P99_MS: Final = 100.0
 JOIN_COMPLETE: Final = 0.99  # of offered joins that must complete for the rate to count
+# With one process, CPU per delivery with rooms in Valkey (the relay's and Valkey's own)
+# over the SQLite mode's, at most: the Valkey hop is per message, not per delivery.
+VALKEY_TARGET: Final = 1.3
 
 
 def machine() -> dict[str, str]:
@@ -127,12 +141,33 @@ def _ratio_lines(what: str, values: dict[str, float], higher_is_better: bool = F
         (DURABLE.name, EPHEMERAL.name),
         (EPHEMERAL.name, STACK.name),
         (STACK.name, PEER.name),
+        (VALKEY.name, DURABLE.name),
+        (VALKEY_2.name, DURABLE.name),
+        (VALKEY_2.name, VALKEY.name),
     )
     for top, bottom in pairs:
         if top in values and bottom in values:
             value = ratio(values[top], values[bottom])
             better = " (higher is better)" if higher_is_better else ""
             lines.append(f"- {what}, {top} / {bottom}: **{_f(value, 2)}**{better}")
+    return lines
+
+
+def _valkey_share(runs: Iterable[LoadRun]) -> list[str]:
+    """For each Valkey target's run: how much of its CPU was Valkey's, and Valkey's memory."""
+    lines = []
+    for run in runs:
+        if run.usage.valkey_cpu_s is None:
+            continue
+        share = ratio(run.usage.valkey_cpu_s, run.usage.server_cpu_s)
+        valkey_rss = run.usage.valkey_rss_bytes
+        lines.append(
+            f"- {run.target}: of {_f(run.cpu_us_per_delivery)} µs of server CPU per delivery, "
+            f"the relay's {_f(run.cpu_us_per_delivery - run.valkey_cpu_us_per_delivery)} and "
+            f"Valkey's {_f(run.valkey_cpu_us_per_delivery)} ({_f(100 * share, 0)}%); "
+            f"Valkey's RSS {'-' if valkey_rss is None else _f(valkey_rss / MIB)} MiB "
+            "(not in the table's server RSS)"
+        )
     return lines
 
 
@@ -164,9 +199,18 @@ def build(
         "Relays: "
         + "; ".join(f"**{target.name}** = {target.description}" for target in TARGETS)
         + ". Server CPU is utime+stime of the server process over the load window "
-        "(/proc/PID/stat); latency is from send to receipt at every receiver, sender included.",
+        "(/proc/PID/stat), for a Valkey target that of its relay processes and of its "
+        "redis-server together; server RSS is the relay processes' alone (Valkey's is "
+        "reported apart). Latency is from send to receipt at every receiver, sender included.",
         "",
     ]
+    lines += [f"- {name} ran as: {mode}" for name, mode in results.ran.items()]
+    if results.left_out:
+        lines.append(
+            f"- not run: {', '.join(results.left_out)} (no valkey-server or redis-server on PATH)"
+        )
+    if results.ran or results.left_out:
+        lines.append("")
     ratios: dict[str, dict[str, float]] = {}
 
     def scenario_ratios(key: str, what: str, values: dict[str, float]) -> list[str]:
@@ -186,6 +230,7 @@ def build(
             ),
         ]
         lines += _ratio_lines("p99 latency", {run.target: run.latency.p99_ms for run in ping})
+        lines += _valkey_share(ping)
         lines.append("")
 
     fan = [run for run in results.load if run.scenario == "fan-out"]
@@ -209,6 +254,7 @@ def build(
                 {run.target: run.cpu_us_per_delivery for run in small},
             ),
         ]
+        lines += _valkey_share(small)
         lines.append("")
 
     if results.idle:
@@ -217,7 +263,7 @@ def build(
         lines += _join_section(results.join, scenario_ratios)
 
     targets = _targets(results)
-    lines += ["## The targets (securechat, durable)", ""]
+    lines += ["## The targets (securechat durable; Valkey against it)", ""]
     lines += _table(
         ("target", "measured", "met"),
         ([name, measured, {True: "yes", False: "**no**", None: "not measured"}[met]]
@@ -232,6 +278,8 @@ def build(
         "load": [run.to_json() for run in results.load],
         "idle": [run.to_json() for run in results.idle],
         "join": [run.to_json() for run in results.join],
+        "ran": results.ran,
+        "left_out": results.left_out,
         "ratios": ratios,
         "targets": [{"target": n, "measured": m, "met": met} for n, m, met in targets],
     }
@@ -287,6 +335,15 @@ def _fan_out_section(
         if (best := _highest_sustained(fan, target)) is not None
     }
     lines += _ratio_lines("highest sustained deliveries/s", peaks, higher_is_better=True)
+    lines += _valkey_share(reference)
+    if any(run.target == VALKEY_2.name for run in fan):
+        lines.append(
+            f"- {VALKEY_2.name} runs two relay processes beside its redis-server and the load "
+            f"generator on this machine's {os.cpu_count()} CPUs: where they are fewer than "
+            "four, the processes take cores from each other and from the generator, so its "
+            "throughput and latency say what this machine holds, not what two cores of its own "
+            "would"
+        )
     lines.append("")
     return lines
 
@@ -317,6 +374,14 @@ def _idle_section(
             {run.target: run.rss_per_connection_bytes for run in idle if run.wanted == most},
         ),
     ]
+    for run in idle:
+        if run.valkey_rss_bytes is not None and run.valkey_baseline_rss_bytes is not None:
+            lines.append(
+                f"- {run.target} at {run.wanted:,}: Valkey's RSS (not counted above) "
+                f"{_f(run.valkey_baseline_rss_bytes / MIB)} MiB before, "
+                f"{_f(run.valkey_rss_bytes / MIB)} MiB with {run.held:,} held, "
+                f"{_f(run.valkey_rss_per_connection_bytes / KIB, 2)} KiB per connection"
+            )
     lines.append("")
     return lines
 
@@ -350,6 +415,13 @@ def _join_section(
     lines += _ratio_lines(
         "p99 time to connected", {run.target: run.time_to_connected.p99_ms for run in join}
     )
+    for run in join:
+        if run.usage.valkey_cpu_s is not None and run.joined:
+            valkey_us = 1e6 * run.usage.valkey_cpu_s / run.joined
+            lines.append(
+                f"- {run.target}: of {_f(run.cpu_us_per_join, 0)} µs of server CPU per join, "
+                f"Valkey's {_f(valkey_us, 0)}"
+            )
     lines.append("")
     return lines
 
@@ -363,18 +435,18 @@ def _targets(results: Results) -> list[tuple[str, str, bool | None]]:
     }
     durable, peer, ephemeral = fan.get(DURABLE.name), fan.get(PEER.name), fan.get(EPHEMERAL.name)
     rows: list[tuple[str, str, bool | None]] = [
-        _versus_peer(
+        _versus(
             f"fan-out 10 x 10 at 10 msg/s/member: CPU per delivery ≤ {FAN_OUT_TARGET} x the peer's",
             durable,
             peer,
             FAN_OUT_TARGET,
         ),
-        _versus_peer(
+        _versus(
             f"ping-pong: CPU per delivery ≤ {PING_PONG_TARGET} x the peer's",
             *_scenario_pair(results, "ping-pong"),
             PING_PONG_TARGET,
         ),
-        _versus_peer(
+        _versus(
             f"many small rooms (1,000 x 2): CPU per delivery ≤ {SMALL_ROOMS_TARGET} x the peer's",
             *_scenario_pair(results, "small-rooms"),
             SMALL_ROOMS_TARGET,
@@ -428,6 +500,22 @@ def _targets(results: Results) -> list[tuple[str, str, bool | None]]:
         rows.append((name, f"x {_f(value, 2)}", value <= DURABILITY_TARGET))
     else:
         rows.append((name, "-", None))
+
+    valkey_fan = fan.get(VALKEY.name)
+    for what, mine, sqlite in (
+        ("fan-out 10 x 10 at 10 msg/s/member", valkey_fan, durable),
+        ("ping-pong", *_scenario_pair(results, "ping-pong", VALKEY, DURABLE)),
+        ("many small rooms", *_scenario_pair(results, "small-rooms", VALKEY, DURABLE)),
+    ):
+        rows.append(
+            _versus(
+                f"{what}: CPU per delivery of {VALKEY.name} (1 process, relay + Valkey) "
+                f"≤ {VALKEY_TARGET} x {DURABLE.name} (SQLite)",
+                mine,
+                sqlite,
+                VALKEY_TARGET,
+            )
+        )
 
     name = "≥ 300 joins/s with p99 to `connected` < 100 ms"
     joins = [run for run in results.join if run.target == DURABLE.name]
@@ -502,19 +590,23 @@ def plot_p99(results: Results, path: Path) -> str:
     return f"wrote {path}"
 
 
-def _scenario_pair(results: Results, scenario: str) -> tuple[LoadRun | None, LoadRun | None]:
-    """The durable relay's and the peer's run of a one-window scenario."""
+def _scenario_pair(
+    results: Results, scenario: str, mine: Target = DURABLE, other: Target = PEER
+) -> tuple[LoadRun | None, LoadRun | None]:
+    """Two relays' runs of a one-window scenario: by default the durable one's and the peer's."""
     runs = {run.target: run for run in results.load if run.scenario == scenario}
-    return runs.get(DURABLE.name), runs.get(PEER.name)
+    return runs.get(mine.name), runs.get(other.name)
 
 
-def _versus_peer(
-    name: str, mine: LoadRun | None, peer: LoadRun | None, most: float
+def _versus(
+    name: str, mine: LoadRun | None, other: LoadRun | None, most: float
 ) -> tuple[str, str, bool | None]:
-    if mine is None or peer is None:
+    """A target on the ratio of two relays' CPU per delivery, measured in the same run."""
+    if mine is None or other is None:
         return (name, "-", None)
-    value = ratio(mine.cpu_us_per_delivery, peer.cpu_us_per_delivery)
+    value = ratio(mine.cpu_us_per_delivery, other.cpu_us_per_delivery)
     measured = (
-        f"{_f(mine.cpu_us_per_delivery)} µs vs {_f(peer.cpu_us_per_delivery)} µs (x {_f(value, 2)})"
+        f"{_f(mine.cpu_us_per_delivery)} µs vs {_f(other.cpu_us_per_delivery)} µs "
+        f"(x {_f(value, 2)})"
     )
     return (name, measured, value <= most)

@@ -54,22 +54,32 @@ class Window:
 
     server: Server
     started: float = 0.0
-    server_cpu: float = 0.0
+    relay_cpu: float = 0.0
+    valkey_cpu: float | None = None
     generator_cpu: float = 0.0
 
     def open(self) -> None:
         self.server.check_alive()
         self.started = time.perf_counter()
-        self.server_cpu = self.server.cpu_seconds()
+        self.relay_cpu = self.server.relay_cpu_seconds()
+        self.valkey_cpu = self.server.valkey_cpu_seconds()
         self.generator_cpu = _generator_cpu_s()
 
     def close(self) -> Usage:
+        """The window's figures; the server's CPU is its relays' plus its Valkey's."""
         self.server.check_alive()
+        relay_cpu = self.server.relay_cpu_seconds() - self.relay_cpu
+        valkey_now = self.server.valkey_cpu_seconds()
+        valkey_cpu = (
+            None if valkey_now is None or self.valkey_cpu is None else valkey_now - self.valkey_cpu
+        )
         return Usage(
             window_s=time.perf_counter() - self.started,
-            server_cpu_s=self.server.cpu_seconds() - self.server_cpu,
+            server_cpu_s=relay_cpu + (valkey_cpu or 0.0),
             server_rss_bytes=self.server.rss_bytes(),
             generator_cpu_s=_generator_cpu_s() - self.generator_cpu,
+            valkey_cpu_s=valkey_cpu,
+            valkey_rss_bytes=self.server.valkey_rss_bytes(),
         )
 
 
@@ -85,7 +95,7 @@ async def _open_rooms(server: Server, prefix: str, rooms: int, members: int) -> 
         for _ in range(members)
         for room in range(rooms)
     ]
-    failures = await connect_all(server.base_url, plan, CONNECT_CONCURRENCY)
+    failures = await connect_all(server.url_for, plan, CONNECT_CONCURRENCY)
     if failures:
         await close_all(member for _, member in plan)
         server.check_alive()
@@ -170,11 +180,13 @@ async def idle_connections(server: Server, counts: Sequence[int]) -> list[IdleRu
     """Hold ``counts[0]``, then ``counts[1]``... connections after hello; RSS at each.
 
     The RSS per connection is the growth over the server's RSS before the first
-    connection, divided by the connections held. A count the open-files limit
+    connection, divided by the connections held: the relay processes' RSS; a
+    Valkey target's redis-server is measured beside it, apart. A count the open-files limit
     cannot reach is reported with that reason rather than attempted.
     """
     limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     baseline = server.rss_bytes()
+    valkey_baseline = server.valkey_rss_bytes()
     tally = Tally()
     prefix = _room_prefix("idle")
     held: list[Member] = []
@@ -193,7 +205,7 @@ async def idle_connections(server: Server, counts: Sequence[int]) -> list[IdleRu
                     )
                     for n in range(len(held), wanted)
                 ]
-                failures = await connect_all(server.base_url, plan, CONNECT_CONCURRENCY)
+                failures = await connect_all(server.url_for, plan, CONNECT_CONCURRENCY)
                 held += [member for _, member in plan if member.transport is not None]
                 if failures:
                     failure = f"{len(failures)} connections failed: {failures[0]!r}"
@@ -213,6 +225,8 @@ async def idle_connections(server: Server, counts: Sequence[int]) -> list[IdleRu
                     server.rss_bytes(),
                     connect_s,
                     failure,
+                    valkey_baseline,
+                    server.valkey_rss_bytes(),
                 )
             )
             if failure is not None:
@@ -250,7 +264,8 @@ async def join_storm(
         member = Member(0, next(_indices), tally)
         started = time.perf_counter_ns()
         try:
-            url = ws_url(server.base_url, f"{prefix}{k % rooms}", f"j{member.index:07d}")
+            room = f"{prefix}{k % rooms}"
+            url = ws_url(server.url_for(room), room, f"j{member.index:07d}")
             connected = await connect(url, member)
         except (OSError, TimeoutError, WSError) as error:  # refused, closed, timed out
             failures.append(error)

@@ -1,5 +1,7 @@
 """The benchmark suite works: quick mode reports figures; the comparison relays speak the protocol.
 
+The Valkey targets run in it too, each with its own redis-server (scripts/test installs it).
+
 The attack benchmark (bench/attack.py) works too: its quick run prints a line per
 attack, and its attacker answers a proof-of-work challenge, which main never sends.
 
@@ -25,7 +27,10 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from bench import hostile, siege
+from bench import hostile, report, scenarios, siege
+from bench.records import IdleRun, Results
+from bench.scenarios import IDLE_ROOM_SIZE
+from bench.servers import VALKEY, running
 from tests.harness import b64url, fake_message, new_room_id, new_token
 
 pytestmark = pytest.mark.slow
@@ -45,7 +50,8 @@ def test_quick_ping_pong_reports_every_relay(tmp_path: Path) -> None:
     [report] = tmp_path.glob("*.json")
     data = json.loads(report.read_text())
     runs = {run["target"]: run for run in data["load"]}
-    assert set(runs) == {"securechat", "ephemeral", "quart-trio", "peer"}
+    valkey = {"valkey", "valkey-2"}
+    assert set(runs) == {"securechat", "ephemeral", "quart-trio", "peer", *valkey}
     for run in runs.values():
         assert run["scenario"] == "ping-pong"
         assert run["delivered"] > 0
@@ -54,10 +60,51 @@ def test_quick_ping_pong_reports_every_relay(tmp_path: Path) -> None:
             assert isinstance(run[figure], float)
         assert isinstance(run["latency"]["p99_ms"], float)
         assert run["usage"]["server_rss_bytes"] > 0
+        # Valkey's CPU is counted in the server's and shown apart; its memory only apart.
+        if run["target"] in valkey:
+            assert 0 <= run["usage"]["valkey_cpu_s"] <= run["usage"]["server_cpu_s"]
+            assert run["usage"]["valkey_rss_bytes"] > 0
+            assert isinstance(run["valkey_cpu_us_per_delivery"], float)
+        else:
+            assert run["usage"]["valkey_cpu_s"] is None
     assert data["ratios"]["ping-pong.cpu_us_per_delivery"].keys() == runs.keys()
+    assert data["ran"].keys() == valkey
+    # Two processes: `serve --workers 2` where serve offers it, else two on two ports.
+    assert re.match(
+        r"(serve --workers 2 on one port|2 serve --valkey processes)", data["ran"]["valkey-2"]
+    )
+    [versus_sqlite] = [
+        entry for entry in data["targets"]
+        if entry["target"].startswith("ping-pong: CPU per delivery of valkey")
+    ]  # fmt: skip
+    assert isinstance(versus_sqlite["met"], bool)
     [markdown] = tmp_path.glob("*.md")
     assert "| peer |" in markdown.read_text()
     assert "| peer |" in result.stdout
+    assert "| valkey-2 |" in result.stdout
+    assert "server CPU per delivery, valkey / securechat: **" in result.stdout
+
+
+def test_valkey_memory_is_reported_apart_from_the_relays() -> None:
+    """Idle connections on a Valkey relay: the relay's RSS and Valkey's, each on its own."""
+
+    async def hold() -> list[IdleRun]:
+        async with running(VALKEY) as server:
+            runs = await scenarios.idle_connections(server, (IDLE_ROOM_SIZE,))
+        assert all(process.returncode is not None for process in server.processes)
+        assert server.valkey is not None
+        assert server.valkey.process.returncode is not None  # stopped by its PID
+        return runs
+
+    [run] = asyncio.run(hold())
+    assert (run.held, run.failure) == (IDLE_ROOM_SIZE, None)
+    assert run.rss_bytes > 0
+    assert run.valkey_baseline_rss_bytes is not None
+    assert run.valkey_rss_bytes is not None
+    assert run.valkey_rss_bytes > 0
+    markdown, data = report.build(Results(idle=[run]), {}, 0.0, ["bench"])
+    assert f"{VALKEY.name} at {run.wanted}: Valkey's RSS (not counted above)" in markdown
+    assert isinstance(data["idle"][0]["valkey_rss_per_connection_bytes"], float)
 
 
 @pytest.fixture(params=["websockets_relay", "quart_trio_relay"])
