@@ -9,7 +9,7 @@ import contextlib
 import gc
 import logging
 import socket
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import hypercorn.trio
 import trio
@@ -39,9 +39,10 @@ from securechat.room import RoomSettings
 from securechat.sources import SourceLimiter, parse_networks
 from securechat.sqlite import SqliteStorage
 from securechat.storage import Quota, Retention, Storage
-from securechat.valkey.shared import shared_rooms
-from securechat.valkey.storage import ValkeyStorage, open_valkey
 from securechat.wsstream import Pinger
+
+if TYPE_CHECKING:
+    from securechat.valkey.storage import ValkeyStorage
 
 logger: Final = logging.getLogger("securechat.server")
 
@@ -164,15 +165,6 @@ async def serve(
     quota = Quota(config.max_storage_mb * MIB, config.max_stored_rooms, reserve_bytes=reserve)
     # Closed last, in this order: the storage, the shared rooms' tasks, the Valkey client.
     async with contextlib.AsyncExitStack() as stack:
-        store: MemoryStorage | SqliteStorage | ValkeyStorage
-        if config.valkey:
-            opened = open_valkey(config.valkey, quota, retention(config))
-            store = await stack.enter_async_context(opened)
-        elif config.ephemeral:
-            store = MemoryStorage(quota)
-        else:
-            store = SqliteStorage(config.data_dir, quota)
-        storage: Storage = store
         settings = RoomSettings(
             history_cap=config.history, max_participants=config.max_participants
         )
@@ -186,9 +178,18 @@ async def serve(
             trio.current_time(),
         )
         make_room: RoomMaker | None = None  # rooms of this process alone
-        if isinstance(store, ValkeyStorage):
-            rooms = shared_rooms(store.client, settings, quota, retention(config), budget)
-            make_room = await stack.enter_async_context(rooms)
+        store: MemoryStorage | SqliteStorage | ValkeyStorage
+        if config.valkey:
+            # Imported here alone: coredis takes most of a second to import.
+            from securechat.valkey.shared import open_shared
+
+            opened = open_shared(config.valkey, settings, quota, retention(config), budget)
+            store, make_room = await stack.enter_async_context(opened)
+        elif config.ephemeral:
+            store = MemoryStorage(quota)
+        else:
+            store = SqliteStorage(config.data_dir, quota)
+        storage: Storage = store
         stack.callback(storage.close)
         async with trio.open_nursery() as nursery:
             registry = Registry(storage, settings, config.max_rooms, nursery, budget, make_room)

@@ -26,6 +26,7 @@ from securechat.valkey.fanout import Fanout
 from securechat.valkey.order import ValkeyOrder
 from securechat.valkey.presence import Heartbeat
 from securechat.valkey.room import Shared, SharedRoom
+from securechat.valkey.storage import ValkeyStorage, open_valkey
 
 logger: Final = logging.getLogger("securechat.valkey.shared")
 
@@ -78,3 +79,18 @@ async def shared_rooms(
                     await order.retire(process)
                 except StorageUnavailable:
                     logger.info("Valkey unreachable at exit; this relay expires there by itself")
+
+
+@asynccontextmanager
+async def open_shared(
+    url: str, settings: RoomSettings, quota: Quota, retention: Retention, budget: CreationBudget
+) -> AsyncIterator[tuple[ValkeyStorage, RoomMaker]]:
+    """The Valkey storage and the shared rooms on it, for ``serve --valkey URL``.
+
+    Error handling: ``StorageError`` if Valkey cannot be used at start.
+    """
+    async with (
+        open_valkey(url, quota, retention) as storage,
+        shared_rooms(storage.client, settings, quota, retention, budget) as make_room,
+    ):
+        yield storage, make_room

@@ -8,10 +8,11 @@ refused in one line that never repeats the password.
 
 import logging
 from dataclasses import dataclass
-from typing import Final, final
+from typing import TYPE_CHECKING, Final, final
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-import coredis
+if TYPE_CHECKING:
+    import coredis
 
 DEFAULT_PORT: Final = 6379
 MAX_DB: Final = 1_000_000  # far over Valkey's default 16 databases, still a bound
@@ -81,8 +82,10 @@ def _db(text: str) -> int:
     return int(text)
 
 
-def connect(target: ValkeyTarget) -> coredis.Redis[bytes]:
+def connect(target: ValkeyTarget) -> "coredis.Redis[bytes]":
     """A client for ``target`` (not yet connected: enter it with ``async with``)."""
+    import coredis
+
     # coredis reports each retry at INFO; the failure that counts is reported once, by us.
     logging.getLogger("coredis").setLevel(logging.WARNING)
     return coredis.Redis(
