@@ -24,6 +24,9 @@ from tests.harness import (
     start_server,
 )
 
+# Each test of `server` runs on one process and on two relays sharing Valkey (conftest.py).
+pytestmark = pytest.mark.two_relays
+
 
 async def custom_server(nursery: trio.Nursery, tmp_path: Path, **overrides: Any) -> ServerHandle:
     return await start_server(nursery, make_config(tmp_path / "custom", **overrides))

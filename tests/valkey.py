@@ -53,12 +53,16 @@ def _answers(port: int) -> bool:
         return False
 
 
-def start_valkey(directory: Path) -> Valkey:
-    """A redis-server on a free port, answering PING; the caller must ``stop()`` it."""
+def start_valkey(directory: Path, port: int | None = None) -> Valkey:
+    """A redis-server on ``port`` (or a free one), answering PING; the caller must ``stop()`` it.
+
+    Given the port and directory of an earlier one, it is that server restarted: it
+    reloads the AOF it finds there.
+    """
     server = shutil.which("valkey-server") or shutil.which("redis-server")
     assert server, "redis-server is missing: scripts/test installs it with apt"
     directory.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = port or _free_port()
     process = subprocess.Popen(
         [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
          "--save", "", "--appendonly", "yes", "--daemonize", "no", "--logfile", "valkey.log"],
