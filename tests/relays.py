@@ -322,6 +322,7 @@ class Listener:
 
     peer: Peer
     frames: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)  # the frames that are messages
     closed: int | None = None
     ended: bool = False
     _changed: trio.Event = field(default_factory=trio.Event, repr=False)
@@ -329,10 +330,6 @@ class Listener:
     def start(self, nursery: trio.Nursery) -> "Listener":
         nursery.start_soon(self._read)
         return self
-
-    @property
-    def messages(self) -> list[dict[str, Any]]:
-        return [frame for frame in self.frames if frame["type"] == "message"]
 
     def events(self, event: str) -> list[dict[str, Any]]:
         return [f for f in self.frames if f["type"] == "system" and f["event"] == event]
@@ -358,6 +355,8 @@ class Listener:
                 frame = json.loads(data)
                 assert isinstance(frame, dict), frame
                 self.frames.append(frame)
+                if frame["type"] == "message":
+                    self.messages.append(frame)
                 self._wake()
         except ConnectionClosed:
             assert self.peer.ws.closed is not None

@@ -49,7 +49,8 @@ def test_kill_restart_and_stop_act_on_the_processes_by_pid(tmp_path: Path) -> No
             first.ws_base, second.ws_base, first.ws_base]  # fmt: skip
 
         deployment.kill_relay(0)
-        assert first.process is not None and first.process.returncode == -signal.SIGKILL
+        assert first.process is not None
+        assert first.process.returncode == -signal.SIGKILL
         assert refuses(first.port)
         assert readiness(second) == 200
         deployment.restart_relays(0)
@@ -77,8 +78,8 @@ def test_kill_restart_and_stop_act_on_the_processes_by_pid(tmp_path: Path) -> No
 async def test_a_client_rejoins_past_a_dead_relay(nursery: trio.Nursery, tmp_path: Path) -> None:
     with running_deployment(tmp_path, 2) as deployment:
         room, token = new_room_id(), new_token()
-        first, second = deployment.relays
-        alice = Listener(await joined_peer(nursery, first, room, token)).start(nursery)
+        alice = Listener(await joined_peer(nursery, deployment.relays[0], room, token))
+        alice.start(nursery)
         deployment.kill_relay(0)
         await alice.wait_for(lambda listener: listener.ended)
         assert alice.closed == 1006  # no close frame from a killed process
