@@ -174,9 +174,11 @@ class Deployment:
 
     def stop(self) -> None:
         """Stop every relay, then Valkey, each by its PID; what is dead already is reaped."""
-        for relay in self.relays:
-            relay.terminate()
-        self.valkey.stop()
+        try:
+            for relay in self.relays:
+                relay.terminate()
+        finally:
+            self.valkey.stop()
 
     def round_robin(self) -> "RoundRobin":
         return RoundRobin(self)

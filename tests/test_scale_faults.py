@@ -8,7 +8,7 @@ fault is its own test, with bounded posting loops and a deadline on every wait:
    process gives them;
 2. a relay killed mid-chat: its clients rejoin another relay, nothing acknowledged
    is lost or doubled, and the dead relay's presence expires;
-3. Valkey killed and restarted on its AOF: nothing acknowledged is lost, the relays
+3. Valkey killed and restarted on its AOF: nothing acknowledged is lost; the relays
    refuse clearly meanwhile (``unavailable``, 1013, 503) and recover by themselves;
 4. concurrent posts from three relays: one total order, no gaps, no duplicates;
 5. the verifier outlives each of these: a wrong token gets 4401 on every relay.
@@ -343,7 +343,29 @@ async def post_until_relayed(poster: Peer) -> dict[str, Any]:
             await trio.sleep(RETRY_SECONDS)
 
 
-async def test_valkey_killed_and_restarted_on_its_aof(
+async def test_what_was_echoed_outlives_valkey_killed_and_restarted_on_its_aof(
+    nursery: trio.Nursery, pair: Deployment
+) -> None:
+    room, token = new_room_id(), new_token()
+    alice = await joined_peer(nursery, pair.relays[0], room, token)
+    acknowledged = []
+    for _ in range(5):
+        await alice.post()
+        acknowledged.append(await alice.expect("message"))
+    pair.kill_valkey()  # no shutdown, no save: only what the AOF was given
+    for relay in pair.relays:
+        await wait_readiness(relay, 503, UNREADY_SECONDS)
+    await trio.to_thread.run_sync(pair.restart_valkey)
+    for relay in pair.relays:
+        await wait_readiness(relay, 200, VALKEY_BACK_SECONDS)  # reconnected by itself
+        reader = await connect(nursery, relay, room)
+        history, _ = await reader.hello(token)
+        assert history["messages"] == acknowledged
+    await assert_token_refused_everywhere(nursery, list(pair.relays), room)
+    pair.assert_running()
+
+
+async def test_while_valkey_is_down_relays_refuse_clearly_then_chat_again(
     nursery: trio.Nursery, pair: Deployment
 ) -> None:
     room, token = new_room_id(), new_token()
