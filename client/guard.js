@@ -22,6 +22,7 @@ const ERROR_TEXTS = {
   binary_not_supported: "The server refused a binary frame from this page.",
   too_large: "The server refused a message as too large.",
   bad_proof: "The server refused this page's proof of work.",
+  unavailable: "The server cannot reach its storage right now.",
 };
 const UNKNOWN_ERROR = "The server refused something this page sent.";
 

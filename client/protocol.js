@@ -26,7 +26,8 @@ export const CLOSE_CODES = {
   1008: { retry: false, text: "The server closed the connection because this page sent data it did not understand." },
   1009: { retry: false, text: "The server closed the connection because a message was too long." },
   1011: { retry: true, text: "The room had a problem on the server." },
-  1013: { retry: true, slow: true, text: "The server is busy: too many connections from your network. This page will try again in a minute." },
+  1012: { retry: true, text: "The server is catching up with the room." },
+  1013: { retry: true, slow: true, text: "The server is busy, or cannot reach its storage. This page will try again in a minute." },
   4008: { retry: true, text: "The connection was too slow to keep up with the room." },
   4401: {
     retry: false,

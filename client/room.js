@@ -265,8 +265,12 @@ export class Room {
   }
 
   handleError(envelope) {
-    if (envelope.code === "rate_limited") {
-      this.notify("Slow down a little: the server asked this page to send less often. Waiting messages will be sent again.");
+    if (envelope.code === "rate_limited" || envelope.code === "unavailable") {
+      this.notify(
+        envelope.code === "unavailable"
+          ? "The server cannot store messages right now. Waiting messages will be sent again."
+          : "Slow down a little: the server asked this page to send less often. Waiting messages will be sent again.",
+      );
       clearTimeout(this.resendTimer);
       this.resendTimer = setTimeout(() => flushPending(this), RESEND_AFTER_MS);
       return;

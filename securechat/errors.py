@@ -12,6 +12,7 @@ class CloseCode(enum.IntEnum):
     POLICY = 1008  # too many bad frames
     TOO_BIG = 1009  # a frame over the size limit (sent by Hypercorn itself)
     INTERNAL = 1011  # the room failed; reconnecting starts it afresh
+    RESTART = 1012  # this relay lost events of the room (its storage reconnected): rejoin
     TRY_AGAIN = 1013  # a connection cap is reached (e.g. this source has too many sockets)
     TOO_SLOW = 4008  # the reader did not keep up with the room
     BAD_TOKEN = 4401  # the access token does not match the room's verifier
@@ -28,6 +29,7 @@ CLOSE_REASONS: Final[dict[CloseCode, str]] = {
     CloseCode.POLICY: "too many bad frames",
     CloseCode.TOO_BIG: "frame too large",
     CloseCode.INTERNAL: "room failed, reconnect",
+    CloseCode.RESTART: "relay resynchronising, reconnect",
     CloseCode.TRY_AGAIN: "server busy, try again later",
     CloseCode.TOO_SLOW: "reader too slow",
     CloseCode.BAD_TOKEN: "wrong access token for this room",
@@ -52,4 +54,5 @@ class ErrorCode(enum.StrEnum):
     BINARY_NOT_SUPPORTED = "binary_not_supported"  # a binary frame
     TOO_LARGE = "too_large"  # a ciphertext over the limit
     RATE_LIMITED = "rate_limited"  # over the token bucket, the room busy, or a clear too soon
+    UNAVAILABLE = "unavailable"  # storage cannot be reached now: the frame was not stored or sent
     BAD_PROOF = "bad_proof"  # a proof of work that does not hold, or without a challenge

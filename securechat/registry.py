@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Final, final
+from typing import Final, Protocol, final
 
 import trio
 
@@ -29,7 +29,7 @@ from securechat.log import room_tag
 from securechat.member import Member
 from securechat.protocol import RoomId
 from securechat.room import Command, Join, RoomSettings, now_ms
-from securechat.storage import Retention, Storage
+from securechat.storage import Retention, Storage, StorageUnavailable
 
 logger: Final = logging.getLogger("securechat.registry")
 
@@ -49,13 +49,47 @@ class ProofNeeded:
     bits: int
 
 
+class RoomActor(Protocol):
+    """A room's task, as the registry runs it: ``actor.Room`` or ``valkey.room.SharedRoom``."""
+
+    @property
+    def room_id(self) -> RoomId: ...
+
+    @property
+    def reclaimable(self) -> bool: ...
+
+    async def run(self) -> None: ...
+
+    def close_nowait(self, code: CloseCode) -> None: ...
+
+
+class RoomMaker(Protocol):
+    """Makes the actor of a room that starts, and the inbox it reads."""
+
+    def __call__(
+        self, room_id: RoomId, on_idle: Callable[[], None]
+    ) -> tuple[trio.MemorySendChannel[Command], RoomActor]: ...
+
+
+def local_rooms(storage: Storage, settings: RoomSettings) -> RoomMaker:
+    """Rooms whose every member is in this process, in ``storage``."""
+
+    def make(
+        room_id: RoomId, on_idle: Callable[[], None]
+    ) -> tuple[trio.MemorySendChannel[Command], RoomActor]:
+        send, receive = trio.open_memory_channel[Command](INBOX_COMMANDS)
+        return send, Room(room_id, receive, storage, settings, on_idle=on_idle)
+
+    return make
+
+
 @final
 @dataclass(frozen=True, slots=True)
 class _Live:
     """A running room: where to send its commands, and its actor."""
 
     inbox: trio.MemorySendChannel[Command]
-    room: Room
+    room: RoomActor
 
 
 @final
@@ -73,8 +107,10 @@ class Registry:
         max_rooms: int,
         nursery: trio.Nursery,
         budget: CreationBudget | None = None,
+        make_room: RoomMaker | None = None,
     ) -> None:
         self._storage = storage
+        self._make_room = make_room or local_rooms(storage, settings)
         self._budget = budget  # None: new rooms are always free (tests of other parts)
         self._settings = settings
         self._max_rooms = max_rooms
@@ -123,7 +159,11 @@ class Registry:
         for _ in range(2):
             live = self._rooms.get(room_id)
             if live is None:
-                verdict = await self._admit(room_id, verifier, source, proof_bits, priced)
+                try:
+                    verdict = await self._admit(room_id, verifier, source, proof_bits, priced)
+                except StorageUnavailable:
+                    member.evict(CloseCode.TRY_AGAIN)  # Valkey is down: try again later
+                    return None
                 if isinstance(verdict, ProofNeeded):
                     return verdict
                 if verdict is not None:
@@ -190,19 +230,17 @@ class Registry:
         return False
 
     def _start(self, room_id: RoomId) -> _Live:
-        send, receive = trio.open_memory_channel[Command](INBOX_COMMANDS)
-
         def forget() -> None:
             live = self._rooms.get(room_id)
             if live is not None and live.inbox is send:
                 del self._rooms[room_id]
 
-        room = Room(room_id, receive, self._storage, self._settings, on_idle=forget)
+        send, room = self._make_room(room_id, forget)
         live = self._rooms[room_id] = _Live(send, room)
         self._nursery.start_soon(self._supervise, room, forget, name=f"room {room_tag(room_id)}")
         return live
 
-    async def _supervise(self, room: Room, forget: Callable[[], None]) -> None:
+    async def _supervise(self, room: RoomActor, forget: Callable[[], None]) -> None:
         tag = room_tag(room.room_id)
         logger.debug("room %s started", tag)
         try:
@@ -222,6 +260,11 @@ class Registry:
             if removed:
                 logger.info("deleted the history of %d inactive rooms", removed)
             await trio.sleep(SWEEP_INTERVAL_SECONDS)
+
+    def evict_everyone(self, code: CloseCode) -> None:
+        """Close every open connection with ``code`` (they may reconnect)."""
+        for member in list(self._connections):
+            member.evict(code)
 
     async def shutdown(self) -> None:
         """Close every connection with 1001 and wait until all are gone.

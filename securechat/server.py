@@ -33,11 +33,12 @@ from securechat.limits import (
 )
 from securechat.memory import MemoryStorage
 from securechat.metrics import Readings, serve_metrics
-from securechat.registry import Registry
+from securechat.registry import Registry, RoomMaker
 from securechat.room import RoomSettings
 from securechat.sources import SourceLimiter, parse_networks
 from securechat.sqlite import SqliteStorage
 from securechat.storage import Quota, Retention, Storage
+from securechat.valkey.shared import shared_rooms
 from securechat.valkey.storage import ValkeyStorage, open_valkey
 from securechat.wsstream import Pinger
 
@@ -138,21 +139,26 @@ async def serve(
     # A maximal message, base64url'd, with its IV, sender and row: 2 x is generous.
     reserve = 2 * config.max_ciphertext
     quota = Quota(config.max_storage_mb * MIB, config.max_stored_rooms, reserve_bytes=reserve)
-    valkey = contextlib.AsyncExitStack()  # the Valkey client, closed after the storage
-    store: MemoryStorage | SqliteStorage | ValkeyStorage
-    if config.valkey:
-        opened = open_valkey(config.valkey, quota, retention(config))
-        store = await valkey.enter_async_context(opened)
-    elif config.ephemeral:
-        store = MemoryStorage(quota)
-    else:
-        store = SqliteStorage(config.data_dir, quota)
-    storage: Storage = store
-    try:
+    # Closed last, in this order: the storage, the shared rooms' tasks, the Valkey client.
+    async with contextlib.AsyncExitStack() as stack:
+        store: MemoryStorage | SqliteStorage | ValkeyStorage
+        if config.valkey:
+            opened = open_valkey(config.valkey, quota, retention(config))
+            store = await stack.enter_async_context(opened)
+        elif config.ephemeral:
+            store = MemoryStorage(quota)
+        else:
+            store = SqliteStorage(config.data_dir, quota)
+        storage: Storage = store
+        settings = RoomSettings(
+            history_cap=config.history, max_participants=config.max_participants
+        )
+        make_room: RoomMaker | None = None  # rooms of this process alone
+        if isinstance(store, ValkeyStorage):
+            rooms = shared_rooms(store.client, settings, quota, retention(config))
+            make_room = await stack.enter_async_context(rooms)
+        stack.callback(storage.close)
         async with trio.open_nursery() as nursery:
-            settings = RoomSettings(
-                history_cap=config.history, max_participants=config.max_participants
-            )
             budget = CreationBudget(
                 BudgetSettings(
                     rooms_per_minute=config.new_rooms_per_minute,
@@ -162,7 +168,7 @@ async def serve(
                 ),
                 trio.current_time(),
             )
-            registry = Registry(storage, settings, config.max_rooms, nursery, budget)
+            registry = Registry(storage, settings, config.max_rooms, nursery, budget, make_room)
             app = SecurityHeaders(create_app(config, registry, readiness=store))
             if config.metrics_address:
                 readings = Readings(registry, gauge, quota, config.max_rooms)
@@ -194,7 +200,3 @@ async def serve(
             stop_http.set()
             await http_done.wait()
             nursery.cancel_scope.cancel()
-    finally:
-        storage.close()
-        with trio.CancelScope(shield=True):
-            await valkey.aclose()

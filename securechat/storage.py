@@ -188,3 +188,7 @@ class Readiness(Protocol):
 
 class StorageError(Exception):
     """The data dir cannot be used (raised at start, with a readable reason)."""
+
+
+class StorageUnavailable(Exception):
+    """Storage cannot be reached now (Valkey is down): refuse with 1013, try again later."""

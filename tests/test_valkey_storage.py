@@ -145,8 +145,8 @@ async def test_the_keys_hold_no_more_than_sqlite_does(
 ) -> None:
     await storage.write(ROOM, [SetVerifier(b"v" * 32, ClientId("alice")), Append(message(1), 5)], 7)
     assert sorted(await client.keys("*")) == sorted(
-        [keys.meta(ROOM).encode(), keys.history(ROOM).encode()]
-    )
+        [keys.meta(ROOM).encode(), keys.history(ROOM).encode(), keys.QUOTA.encode()]
+    )  # the quota: two counts for all rooms together
     assert await client.hgetall(keys.meta(ROOM)) == {
         b"verifier": b"v" * 32,
         b"last_id": b"1",

@@ -5,8 +5,8 @@ Close codes decide what happens when a connection ends:
     ===========================  =====================================================
     code                         the session
     ===========================  =====================================================
-    1001, 1011, 1013, 4008,      reconnects after a backoff (0.5 s doubling to 30 s,
-    4408, 4410, 1006/none,       jittered, reset after a successful hello)
+    1001, 1011, 1012, 1013,      reconnects after a backoff (0.5 s doubling to 30 s,
+    4008, 4408, 4410, 1006/none, jittered, reset after a successful hello)
     refused, timeout
     4401                         stops: the link's key does not match the room
     4409                         stops: the room is full
@@ -262,7 +262,7 @@ class Session:
                 await ws.send_message(self.conversation.profile_frame())
             elif (
                 isinstance(event, ServerError)
-                and event.code == "rate_limited"
+                and event.code in ("rate_limited", "unavailable")
                 # One resend for a burst of refusals: each resend sends every pending
                 # message, so one per refusal would multiply the load that was refused.
                 and not self._resend_due

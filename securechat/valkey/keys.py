@@ -2,7 +2,9 @@
 
 Every name is under ``securechat:room:{<roomId>}:``. The braces are a hash tag: a
 Valkey Cluster puts all of one room's keys on one slot, so one script can change
-them together. A room id is base64url, so it never holds a brace.
+them together. A room id is base64url, so it never holds a brace. A few keys belong
+to no room and sit under ``securechat:`` (the live processes, the quota): the shared
+room's scripts touch them too, so a shared room needs one Valkey, not a Cluster.
 """
 
 from typing import Final
@@ -26,6 +28,26 @@ def history(room_id: RoomId) -> str:
 def channel(room_id: RoomId) -> str:
     """Where every appended message is published, as relayed to members."""
     return f"{PREFIX}{{{room_id}}}:messages"
+
+
+def presence(room_id: RoomId) -> str:
+    """The sorted set of the room's connections, scored by when they joined."""
+    return f"{PREFIX}{{{room_id}}}:presence"
+
+
+def events(room_id: RoomId) -> str:
+    """The channel of the room's numbered events (securechat/valkey/room_scripts.py)."""
+    return f"{PREFIX}{{{room_id}}}:events"
+
+
+def process_rooms(process: str) -> str:
+    """The set of rooms a relay process has members in, for pruning them if it dies."""
+    return f"securechat:process:{process}:rooms"
+
+
+PROCESSES: Final = "securechat:processes"  # each live process, scored by when it expires
+QUOTA: Final = "securechat:quota"  # stored bytes and rooms of every process together
+RECOUNT: Final = "securechat:recount"  # held by the process recounting QUOTA
 
 
 def room_of(meta_key: str) -> RoomId | None:

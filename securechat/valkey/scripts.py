@@ -23,7 +23,7 @@ OP_APPEND: Final = "A"  # id, keep, stored bytes, the message as relayed
 OP_CLEAR: Final = "X"
 REFUSED: Final = "SECURECHAT"  # the first word of every error the scripts raise
 
-# KEYS: meta hash, history list. ARGV: now_ms, confirmed_ms, unconfirmed_ms,
+# KEYS: meta hash, history list, the quota hash. ARGV: now_ms, confirmed_ms, unconfirmed_ms,
 # tombstone_ms (-1: kept for ever), the room's own bytes, a message's overhead
 # bytes, the channel, then the ops. Returns {stored bytes grown, rooms added}.
 WRITE: Final = """
@@ -138,7 +138,10 @@ if redis.call('HEXISTS', meta, 'confirmed_at') == 1 then
 end
 expire(meta, tomb)
 expire(hist, kept)
-return {bytes - before + added * tonumber(ARGV[5]), added}
+local grown = bytes - before + added * tonumber(ARGV[5])
+redis.call('HINCRBY', KEYS[3], 'bytes', grown)  -- the counts of all processes together
+redis.call('HINCRBY', KEYS[3], 'rooms', added)
+return {grown, added}
 """
 
 # KEYS: meta hash, history list. Returns the hash's fields and the history, read

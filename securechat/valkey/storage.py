@@ -22,6 +22,7 @@ import coredis
 import coredis.exceptions
 import msgspec
 import trio
+from coredis.tokens import PureToken
 
 from securechat.protocol import ClientId, MessageOut, RoomId, encode
 from securechat.storage import (
@@ -35,6 +36,7 @@ from securechat.storage import (
     RoomRecord,
     SetVerifier,
     StorageError,
+    StorageUnavailable,
     Touch,
     Write,
     message_bytes,
@@ -44,6 +46,7 @@ from securechat.valkey import keys, scripts
 from securechat.valkey.url import ValkeyTarget, connect, parse_valkey_url
 
 SCAN_COUNT: Final = 500  # keys asked for per SCAN step while recounting
+RECOUNT_HELD_SECONDS: Final = 300.0  # a recount's claim, if its process dies mid-scan
 FOREVER: Final = -1  # a retention of None: the keys never expire
 
 _decode_message = msgspec.json.Decoder(MessageOut).decode
@@ -75,10 +78,18 @@ class ValkeyStorage:
     def quota(self) -> Quota:
         return self._quota
 
+    @property
+    def client(self) -> coredis.Redis[bytes]:
+        """The client, for the shared rooms' scripts (securechat/valkey/shared.py)."""
+        return self._client
+
     async def load_meta(self, room_id: RoomId) -> RoomMeta | None:
-        fields = await self._client.hmget(
-            keys.meta(room_id), ["verifier", "confirmed_at", "last_active"]
-        )
+        try:
+            fields = await self._client.hmget(
+                keys.meta(room_id), ["verifier", "confirmed_at", "last_active"]
+            )
+        except (coredis.exceptions.ConnectionError, TimeoutError, OSError) as exc:
+            raise StorageUnavailable(str(exc)) from None
         verifier, confirmed_at, last_active = fields
         if verifier is None:
             return None
@@ -121,7 +132,7 @@ class ValkeyStorage:
             args.extend(_op(write))
         try:
             reply: object = await self._write(
-                keys=[keys.meta(room_id), keys.history(room_id)], args=args
+                keys=[keys.meta(room_id), keys.history(room_id), keys.QUOTA], args=args
             )
         except coredis.exceptions.ResponseError as exc:
             if scripts.REFUSED not in str(exc):
@@ -137,17 +148,29 @@ class ValkeyStorage:
         return 0
 
     async def recount(self) -> None:
-        """Rebuild the quota's counts from every room's hash (a scan: at start, per sweep)."""
-        rooms = stored = 0
-        async for key in self._client.scan_iter(match=keys.META_PATTERN, count=SCAN_COUNT):
-            room_id = keys.room_of(key.decode("ascii", "replace"))
-            if room_id is None:
-                continue
-            size = await self._client.hget(key, "bytes")
-            has_history = await self._client.exists([keys.history(room_id)])
-            rooms += 1
-            stored += room_bytes(room_id) + (int(size or 0) if has_history else 0)
-        self._quota.stored_rooms, self._quota.stored_bytes = rooms, stored
+        """Rebuild the stored bytes and rooms of all processes from every room's hash.
+
+        A scan, at start and at each sweep, by one process at a time: the others
+        skip theirs while ``keys.RECOUNT`` is held (at most ``RECOUNT_HELD_SECONDS``).
+        The scripts move the counts between.
+        Writes during a scan can leave them off by what those writes stored: the next
+        recount corrects it. This process's quota then reads the counts.
+        """
+        held = int(RECOUNT_HELD_SECONDS * 1000)
+        if await self._client.set(keys.RECOUNT, b"1", condition=PureToken.NX, px=held):
+            rooms = stored = 0
+            async for key in self._client.scan_iter(match=keys.META_PATTERN, count=SCAN_COUNT):
+                room_id = keys.room_of(key.decode("ascii", "replace"))
+                if room_id is None:
+                    continue
+                size = await self._client.hget(key, "bytes")
+                has_history = await self._client.exists([keys.history(room_id)])
+                rooms += 1
+                stored += room_bytes(room_id) + (int(size or 0) if has_history else 0)
+            await self._client.hset(keys.QUOTA, {"bytes": stored, "rooms": rooms})
+            await self._client.delete([keys.RECOUNT])
+        size, rooms_ = await self._client.hmget(keys.QUOTA, ["bytes", "rooms"])
+        self._quota.stored_bytes, self._quota.stored_rooms = int(size or 0), int(rooms_ or 0)
 
     async def answers(self, seconds: float) -> bool:
         """Whether Valkey answers a PING within ``seconds`` (never raises)."""
