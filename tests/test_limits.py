@@ -165,6 +165,10 @@ async def test_rate_limit_drops_and_sustained_abuse_closes(
     await server.stop()
 
 
+@pytest.mark.one_process(
+    "which of five clears at once wins, and its broadcast before the refusals, is arrival "
+    "order in one process; tests/test_scale_faults.py checks the cooldown across relays"
+)
 async def test_clear_history_cooldown_is_per_room(
     nursery: trio.Nursery, server: ServerHandle
 ) -> None:
