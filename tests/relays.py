@@ -38,6 +38,10 @@ RELAY_START_SECONDS: Final = 30.0  # a relay spends ~2 s of CPU importing; 3 at 
 STOP_SECONDS: Final = 10.0  # a relay drains its sockets in ~1 s after SIGTERM
 POLL_SECONDS: Final = 0.05  # how often a wait looks at a log file or a socket again
 REJOIN_SECONDS: Final = 15.0  # how long a client goes on trying the relays of its list
+MAX_BACKOFF_SECONDS: Final = 0.5  # the longest pause between two of its tries
+# Closes after which a client tries again (docs/protocol.md): no close frame (the relay
+# died), going away, the room failed, resynchronising, try again later.
+RETRY_CLOSES: Final = frozenset({1001, 1006, 1011, 1012, 1013})
 SERVING: Final = re.compile(rb"serving on (http://127\.0\.0\.1:[0-9]+)")
 
 # What every test relay is started with, as make_config does for an in-process server:
@@ -297,20 +301,27 @@ async def rejoin(
 
     What a client does when its relay dies: try the next address it knows. Returns
     the peer, its history envelope and the index of the relay it reached. A relay
-    that refuses the connection, closes it or answers nothing is skipped, round and
-    round the list, for at most ``REJOIN_SECONDS``.
+    that refuses the connection, answers nothing or closes it with a code that says
+    "elsewhere or later" (``RETRY_CLOSES``) is skipped, round and round the list,
+    with a backoff, for at most ``REJOIN_SECONDS``; any other close fails the test.
     """
     client_id = client_id or new_client_id()
+    pause = POLL_SECONDS
     with trio.fail_after(REJOIN_SECONDS):
         for turn in count(first):
             index = turn % len(relays)
             try:
                 peer = await connect(nursery, relays[index], room_id, client_id)
                 history, _ = await peer.hello(token)
-            except (OSError, HandshakeError, ConnectionClosed, trio.TooSlowError):
-                await trio.sleep(POLL_SECONDS)
-                continue
-            return peer, history, index
+            except ConnectionClosed as closed:
+                code = closed.reason.code if closed.reason is not None else None
+                assert code in RETRY_CLOSES, f"relay {index} closed the hello with {code}"
+            except (OSError, HandshakeError, trio.TooSlowError):
+                pass
+            else:
+                return peer, history, index
+            await trio.sleep(pause)
+            pause = min(2 * pause, MAX_BACKOFF_SECONDS)
     raise AssertionError("unreachable")  # count() never ends
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import trio
 
 from tests.harness import joined_peer, new_room_id, new_token
-from tests.relays import Listener, readiness, rejoin, running_deployment, start_deployment
+from tests.relays import Listener, readiness, rejoin, start_deployment
 from tests.valkey import Valkey
 
 
@@ -37,23 +37,31 @@ def refuses(port: int) -> bool:
     return False
 
 
-def test_kill_restart_and_stop_act_on_the_processes_by_pid(tmp_path: Path) -> None:
-    deployment = start_deployment(tmp_path, 2)
+async def test_kill_restart_and_stop_act_on_the_processes_by_pid(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    deployment = start_deployment(tmp_path, 2)  # before any client: blocking is harmless
     try:
         first, second = deployment.relays
         assert first.port != second.port
-        assert [readiness(r, "/healthz") for r in deployment.relays] == [200, 200]
-        assert [readiness(r) for r in deployment.relays] == [200, 200]
+        for path in ("/healthz", "/readyz"):
+            assert [readiness(r, path) for r in deployment.relays] == [200, 200]
         urls = deployment.round_robin()
         assert [urls.ws_url("r", "c").split("/ws/")[0] for _ in range(3)] == [
             first.ws_base, second.ws_base, first.ws_base]  # fmt: skip
 
+        # A relay killed by PID: its client sees no close frame, and rejoins the other.
+        room, token = new_room_id(), new_token()
+        alice = Listener(await joined_peer(nursery, first, room, token)).start(nursery)
         deployment.kill_relay(0)
+        await alice.wait_for(lambda listener: listener.ended)
+        assert alice.closed == 1006
         assert first.process is not None
         assert first.process.returncode == -signal.SIGKILL
         assert refuses(first.port)
-        assert readiness(second) == 200
-        deployment.restart_relays(0)
+        peer, history, index = await rejoin(nursery, deployment.relays, room, token, first=0)
+        assert (index, history["type"]) == (1, "history")
+        await trio.to_thread.run_sync(deployment.restart_relays, 0)
         assert readiness(first) == 200  # on its old port
         assert "serving on" in first.log_tail()
 
@@ -63,7 +71,7 @@ def test_kill_restart_and_stop_act_on_the_processes_by_pid(tmp_path: Path) -> No
         deployment.kill_valkey()
         assert old.process.returncode == -signal.SIGKILL
         assert refuses(old.port)
-        deployment.restart_valkey()
+        await trio.to_thread.run_sync(deployment.restart_valkey)
         assert (deployment.valkey.port, deployment.valkey.directory) == (old.port, old.directory)
         assert command(deployment.valkey, "GET", "harness") == b"$4\r\nkept\r\n"
         deployment.assert_running()
@@ -73,18 +81,4 @@ def test_kill_restart_and_stop_act_on_the_processes_by_pid(tmp_path: Path) -> No
     assert all(p is not None and p.poll() is not None for p in processes)
     assert all(refuses(r.port) for r in deployment.relays)
     assert refuses(deployment.valkey.port)
-
-
-async def test_a_client_rejoins_past_a_dead_relay(nursery: trio.Nursery, tmp_path: Path) -> None:
-    with running_deployment(tmp_path, 2) as deployment:
-        room, token = new_room_id(), new_token()
-        alice = Listener(await joined_peer(nursery, deployment.relays[0], room, token))
-        alice.start(nursery)
-        deployment.kill_relay(0)
-        await alice.wait_for(lambda listener: listener.ended)
-        assert alice.closed == 1006  # no close frame from a killed process
-        peer, history, index = await rejoin(nursery, deployment.relays, room, token, first=0)
-        assert index == 1
-        assert history["type"] == "history"
-        await peer.post()
-        await peer.expect("message", id=1)
+    await peer.closed_with()  # the stopped relay closed it
