@@ -47,7 +47,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture(scope="session")
-def two_relays(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+def session_relays(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     """Two relays on one redis-server, started once for the whole run, stopped by PID."""
     with running_deployment(tmp_path_factory.mktemp("two-relays"), 2) as deployment:
         yield deployment
@@ -63,7 +63,7 @@ def server_deployment(request: pytest.FixtureRequest) -> Iterator[Deployment | N
     if getattr(request, "param", ONE_PROCESS) == ONE_PROCESS:
         yield None
         return
-    deployment: Deployment = request.getfixturevalue("two_relays")
+    deployment: Deployment = request.getfixturevalue("session_relays")
     deployment.ensure_running()
     yield deployment
     deployment.assert_running()
