@@ -10,6 +10,11 @@ How these tests are written:
 - Everything a test starts, it stops: servers by their shutdown event, processes
   by kill in a ``finally``.
 
+A module marked ``two_relays`` runs each test that takes ``server`` twice: against one
+process on SQLite, and against two relay processes sharing one redis-server, with
+successive ``connect`` calls alternating between them (tests/relays.py); a test of
+such a module that only one process can answer is marked ``one_process(reason)``.
+
 The container tests' session fixtures (podman, the bases, the relay image) are
 here, so that every test file that runs the image shares one build of it.
 """
@@ -24,11 +29,53 @@ import trio
 from tests.browser import require_chromium
 from tests.containers import REPO, Bases, Podman, build_bases, check_podman, run_id, unavailable
 from tests.harness import ServerHandle, make_config, start_server
+from tests.relays import Deployment, RoundRobin, running_deployment
 from tests.valkey import Valkey, running_valkey
+
+ONE_PROCESS = "sqlite"
+TWO_RELAYS = "valkey-2"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``server`` in a module marked ``two_relays``: both deployments, unless ``one_process``."""
+    if (
+        "server_deployment" in metafunc.fixturenames
+        and metafunc.definition.get_closest_marker("two_relays") is not None
+        and metafunc.definition.get_closest_marker("one_process") is None
+    ):
+        metafunc.parametrize("server_deployment", [ONE_PROCESS, TWO_RELAYS], indirect=True)
+
+
+@pytest.fixture(scope="session")
+def session_relays(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """Two relays on one redis-server, started once for the whole run, stopped by PID."""
+    with running_deployment(tmp_path_factory.mktemp("two-relays"), 2) as deployment:
+        yield deployment
 
 
 @pytest.fixture
-async def server(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[ServerHandle]:
+def server_deployment(request: pytest.FixtureRequest) -> Iterator[Deployment | None]:
+    """The shared two relays when ``server`` is parametrized so; None for one process.
+
+    The relays must be running before a test and still be after it: a test that
+    killed one fails, with its log, and the next test finds it restarted.
+    """
+    if getattr(request, "param", ONE_PROCESS) == ONE_PROCESS:
+        yield None
+        return
+    deployment: Deployment = request.getfixturevalue("session_relays")
+    deployment.ensure_running()
+    yield deployment
+    deployment.assert_running()
+
+
+@pytest.fixture
+async def server(
+    nursery: trio.Nursery, tmp_path: Path, server_deployment: Deployment | None
+) -> AsyncIterator[ServerHandle | RoundRobin]:
+    if server_deployment is not None:
+        yield server_deployment.round_robin()
+        return
     handle = await start_server(nursery, make_config(tmp_path / "data"))
     yield handle
     await handle.stop()

@@ -24,6 +24,9 @@ from tests.harness import (
     start_server,
 )
 
+# Each test of `server` runs on one process and on two relays sharing Valkey (conftest.py).
+pytestmark = pytest.mark.two_relays
+
 
 async def custom_server(nursery: trio.Nursery, tmp_path: Path, **overrides: Any) -> ServerHandle:
     return await start_server(nursery, make_config(tmp_path / "custom", **overrides))
@@ -162,6 +165,10 @@ async def test_rate_limit_drops_and_sustained_abuse_closes(
     await server.stop()
 
 
+@pytest.mark.one_process(
+    "which of five clears at once wins, and its broadcast before the refusals, is arrival "
+    "order in one process; tests/test_scale_faults.py checks the cooldown across relays"
+)
 async def test_clear_history_cooldown_is_per_room(
     nursery: trio.Nursery, server: ServerHandle
 ) -> None:

@@ -18,6 +18,9 @@ from tests.harness import (
     start_server,
 )
 
+# Each test of `server` runs on one process and on two relays sharing Valkey (conftest.py).
+pytestmark = pytest.mark.two_relays
+
 
 async def test_two_peers_exchange_messages(nursery: trio.Nursery, server: ServerHandle) -> None:
     room, token = new_room_id(), new_token()
@@ -164,6 +167,7 @@ async def test_participants_joined_and_left(nursery: trio.Nursery, server: Serve
     assert left["participants"] == [alice.client_id]
 
 
+@pytest.mark.one_process("it breaks the room rules inside this test's own server process")
 async def test_a_room_failure_spares_other_rooms(
     nursery: trio.Nursery, server: ServerHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:

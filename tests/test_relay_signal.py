@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from securechat.limits import MAX_SIGNAL_BYTES
@@ -20,6 +21,9 @@ from tests.harness import (
     start_server,
 )
 from tests.test_attack_send import POSTS, NonReader, large_message, post_until_busy
+
+# Each test of `server` runs on one process and on two relays sharing Valkey (conftest.py).
+pytestmark = pytest.mark.two_relays
 
 
 def fake_signal(size: int = 40) -> dict[str, str]:
