@@ -149,7 +149,7 @@ class Deployment:
     def restart_valkey(self) -> None:
         """Start redis-server again on the same port and AOF directory; block until it answers."""
         assert self.valkey.process.poll() is not None, "Valkey is still running"
-        self.valkey = start_valkey(self.valkey_directory, self.valkey.port)
+        self.valkey = start_valkey(self.valkey_directory, port=self.valkey.port)
 
     def kill_relay(self, index: int) -> None:
         self.relays[index].kill()

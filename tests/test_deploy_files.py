@@ -2,7 +2,7 @@
 
 - deploy/securechat.env.example names exactly the variables ``securechat serve``
   reads, each at its real default, in a form podman and systemd read alike;
-- deploy/.env.example lists exactly compose.yaml's own variables and defaults,
+- deploy/.env.example lists exactly the compose files' own variables and defaults,
   and no variable there has an empty default (podman-compose 1.0.3 would pass
   it on literally);
 - compose.yaml's health check is the Quadlet unit's, as one shell string;
@@ -40,6 +40,7 @@ DEPLOY: Final = REPO / "deploy"
 SETTINGS_EXAMPLE: Final = DEPLOY / "securechat.env.example"
 COMPOSE_ENV_EXAMPLE: Final = DEPLOY / ".env.example"
 COMPOSE_FILE: Final = DEPLOY / "compose.yaml"
+COMPOSE_SCALE_FILE: Final = DEPLOY / "compose.scale.yaml"  # relays on Valkey, HAProxy
 SYSTEMD_UNIT: Final = DEPLOY / "systemd" / "securechat.service"
 CLIENT_AUTH: Final = DEPLOY / "tor" / "onion-client-auth"
 DEPLOY_DOC: Final = REPO / "docs" / "deploy.md"
@@ -103,7 +104,8 @@ def test_settings_example_reads_the_same_in_podman_and_systemd() -> None:
 
 
 def compose_variables() -> dict[str, str | None]:
-    lines = COMPOSE_FILE.read_text().splitlines()
+    """Both compose files' variables (one .env serves both)."""
+    lines = [*COMPOSE_FILE.read_text().splitlines(), *COMPOSE_SCALE_FILE.read_text().splitlines()]
     found = COMPOSE_VARIABLE.findall("\n".join(s for s in lines if not s.lstrip().startswith("#")))
     return {name: default or None for name, default in found}
 

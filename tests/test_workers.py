@@ -211,7 +211,7 @@ async def test_readyz_follows_valkey_on_every_worker_and_workers_outlive_no_supe
         valkey.stop()
         assert await readiness_by_worker(server.port, workers) == dict.fromkeys(workers, 503)
         assert await http_status(server.port, "/healthz") == 200  # alive all the same
-        restarted = start_valkey(valkey.directory, valkey.port)
+        restarted = start_valkey(valkey.directory, port=valkey.port)
         try:
             with trio.fail_after(SETTLE_SECONDS):
                 while True:
@@ -236,7 +236,7 @@ async def test_readyz_of_one_process_follows_valkey_down_and_up(
         started = time.monotonic()
         assert await http_status(server.port, "/readyz") == 503
         assert time.monotonic() - started < READY_TIMEOUT_SECONDS + 1
-        restarted = start_valkey(valkey.directory, valkey.port)
+        restarted = start_valkey(valkey.directory, port=valkey.port)
         try:
             with trio.fail_after(SETTLE_SECONDS):
                 while True:

@@ -96,6 +96,10 @@ def connect(target: ValkeyTarget) -> "coredis.Redis[bytes]":
         password=target.password,
         unix_socket_path=target.socket,
         ssl=target.tls,
+        # coredis's own TLS defaults check no host name: any certificate the CA
+        # store trusts, for any name, would do. Require both.
+        ssl_cert_reqs="required",
+        ssl_check_hostname=True,
         connect_timeout=CONNECT_TIMEOUT_SECONDS,
         stream_timeout=STREAM_TIMEOUT_SECONDS,
         decode_responses=False,
