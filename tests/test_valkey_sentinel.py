@@ -1,0 +1,179 @@
+"""``serve --valkey redis+sentinel://``: a relay that follows a failover by itself.
+
+Real processes only: a primary, its replica, a sentinel (tests/sentinel.py) and a
+relay. The primary is killed with SIGKILL; the sentinel promotes the replica, and
+the relay, never restarted, serves the room again from the new primary.
+"""
+
+import http.client
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from trio_websocket import ConnectionClosed
+
+from securechat.storage import StorageError
+from securechat.valkey.storage import open_valkey
+from securechat.valkey.url import connect, parse_valkey_url
+from tests.harness import Peer, joined_peer, new_room_id, new_token
+from tests.harness import connect as connect_peer
+from tests.process import ServerProcess, start_process
+from tests.sentinel import SERVICE, Failover, Server, running_failover
+
+FAILOVER_SECONDS = 20.0  # down after 0.5 s, then one election and a promotion: ~2 s here
+
+
+def _offset(server: Server, field: bytes) -> int:
+    info = server.command("INFO", "replication")
+    line = next(line for line in info.split(b"\r\n") if line.startswith(field + b":"))
+    return int(line.partition(b":")[2])
+
+
+async def _wait_replicated(failover: Failover) -> None:
+    """Until the replica has everything the primary had written when called.
+
+    Replication is asynchronous: what the primary acknowledged and the replica had
+    not received is lost with the primary. The test checks only what got across.
+    """
+    written = _offset(failover.primary, b"master_repl_offset")
+    with trio.fail_after(10):
+        while True:
+            if _offset(failover.replica, b"slave_repl_offset") >= written:
+                return
+            await trio.sleep(0.02)
+
+
+async def _chat_again(
+    nursery: trio.Nursery, server: ServerProcess, room: str, token: str
+) -> tuple[dict[str, Any], list[str], list[object]]:
+    """A new member, retried as a client would, until its hello is answered and its
+    post echoed: its history, what it posted, and each transient answer it met."""
+    posted: list[str] = []
+    transient: list[object] = []
+    with trio.fail_after(FAILOVER_SECONDS):
+        while True:
+            peer = await connect_peer(nursery, server, room)
+            await peer.send({"type": "hello", "auth": token})
+            history = await _answer(peer)
+            if isinstance(history, dict):
+                assert history["type"] == "history", history
+                message = await peer.post()
+                posted.append(message["ciphertext"])
+                echo = await _answer(peer)
+                if isinstance(echo, dict) and echo["type"] == "message":
+                    assert echo["ciphertext"] == posted[-1]
+                    return history, posted, transient
+            else:
+                echo = history
+            # Valkey unreachable (1013, ``unavailable``) or the relay resynchronising
+            # after its subscriber reconnected (1012): a client tries again.
+            assert echo in (1012, 1013) or _is_unavailable(echo), echo
+            transient.append(echo)
+            await trio.sleep(0.1)
+
+
+def _readyz(port: int) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/readyz")
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def _is_unavailable(answer: object) -> bool:
+    return isinstance(answer, dict) and answer == {**answer, "type": "error", "code": "unavailable"}
+
+
+async def _answer(peer: Peer) -> dict[str, Any] | int | None:
+    """The next envelope that is not a system event, or the close code."""
+    try:
+        while (envelope := await peer.receive())["type"] == "system":
+            pass
+    except ConnectionClosed:
+        return await peer.closed_with()
+    return envelope
+
+
+async def test_the_relay_follows_the_sentinel_to_the_new_primary(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    room, token = new_room_id(), new_token()
+    with running_failover(tmp_path / "valkey") as failover:
+        server = await start_process(tmp_path / "data", 0, "--valkey", failover.url)
+        try:
+            alice = await joined_peer(nursery, server, room, token)
+            sent = [await alice.post() for _ in range(3)]
+            before = [(await alice.expect("message"))["ciphertext"] for _ in sent]
+            assert before == [m["ciphertext"] for m in sent]
+            await _wait_replicated(failover)
+
+            failover.primary.kill()
+            killed = time.monotonic()
+            # A post now meets a dead primary: an explicit error, never silence.
+            late = await alice.post()
+            answer = await _answer(alice)
+            assert (
+                _is_unavailable(answer)
+                or answer == 1012
+                or (isinstance(answer, dict) and answer["ciphertext"] == late["ciphertext"])
+            ), answer
+
+            history, posted, transient = await _chat_again(nursery, server, room, token)
+            served = time.monotonic() - killed
+            assert failover.primary_port() == failover.replica.port  # the replica was promoted
+            texts = [m["ciphertext"] for m in history["messages"]]
+            assert texts[:3] == before  # every replicated message survived the failover
+            assert set(texts[3:]) <= {late["ciphertext"], *posted}  # nothing else came
+            assert [m["id"] for m in history["messages"]] == list(range(1, len(texts) + 1))
+
+            stranger = await connect_peer(nursery, server, room)
+            await stranger.send({"type": "hello", "auth": new_token()})
+            assert await stranger.closed_with() == 4401  # the verifier came across too
+            assert await trio.to_thread.run_sync(_readyz, server.port) == 200
+            print(
+                f"at the kill: {answer}; served after {served:.1f} s and {len(transient)} refusals"
+            )
+        finally:
+            await server.close()
+
+
+async def test_the_primary_and_the_sentinel_each_take_their_own_password(
+    tmp_path: Path,
+) -> None:
+    """Scripts (EVALSHA), pub/sub and a refusal, through the Sentinel-managed pool."""
+    with running_failover(tmp_path / "valkey", "primary-pw", "sentinel-pw") as failover:
+        place = f"127.0.0.1:{failover.sentinel.port}/{SERVICE}/0"
+        url = f"redis+sentinel://:primary-pw@{place}?sentinel_password=sentinel-pw"
+        with trio.fail_after(10):
+            async with connect(parse_valkey_url(url)) as client:
+                count = client.register_script("return redis.call('INCR', KEYS[1])")
+                assert [await count(keys=["n"]), await count(keys=["n"])] == [1, 2]
+                async with client.pubsub(channels=["events"]) as subscriber:
+                    await client.publish("events", "one")
+                    async for event in subscriber:
+                        if event["type"] == "message":
+                            assert event["data"] == b"one"
+                            break
+        wrong = f"redis+sentinel://:primary-pw@{place}?sentinel_password=not-it"
+        with pytest.raises(
+            StorageError, match="cannot use Valkey at redis\\+sentinel://"
+        ) as caught:
+            async with open_valkey(wrong):
+                pass
+        assert "-pw" not in str(caught.value)
+        assert "not-it" not in str(caught.value)
+
+
+async def test_no_sentinel_answering_stops_the_start_in_one_line(tmp_path: Path) -> None:
+    with running_failover(tmp_path / "valkey") as failover:
+        url = failover.url
+    # Nothing listens there now.
+    with pytest.raises(StorageError) as caught:
+        async with open_valkey(url):
+            pass
+    message = str(caught.value)
+    assert message.startswith(f"cannot use Valkey at {parse_valkey_url(url).describe()}: ")
+    assert "\n" not in message
