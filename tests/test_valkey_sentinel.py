@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import coredis.exceptions
 import pytest
 import trio
 from trio_websocket import ConnectionClosed
@@ -177,3 +178,42 @@ async def test_no_sentinel_answering_stops_the_start_in_one_line(tmp_path: Path)
     message = str(caught.value)
     assert message.startswith(f"cannot use Valkey at {parse_valkey_url(url).describe()}: ")
     assert "\n" not in message
+
+
+async def test_a_primary_short_of_replicas_refuses_posts_and_the_relay_lives_on(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """``min-replicas-to-write``: NOREPLICAS is answered as an unreachable Valkey."""
+    room, token = new_room_id(), new_token()
+    with running_failover(tmp_path / "valkey") as failover:
+        for name, value in (("min-replicas-to-write", "1"), ("min-replicas-max-lag", "1")):
+            assert failover.primary.command("CONFIG", "SET", name, value) == b"+OK\r\n"
+        server = await start_process(tmp_path / "data", 0, "--valkey", failover.url)
+        try:
+            alice = await joined_peer(nursery, server, room, token)
+            failover.replica.kill()
+            with trio.fail_after(10):  # until the primary counts the replica as lagging
+                while True:
+                    await alice.post()
+                    if _is_unavailable(answer := await _answer(alice)):
+                        break
+                    assert isinstance(answer, dict), answer
+                    assert answer["type"] == "message", answer
+                    await trio.sleep(0.2)
+            bob = await connect_peer(nursery, server, room)
+            await bob.send({"type": "hello", "auth": token})
+            assert await bob.closed_with() == 1013
+            assert server.process.returncode is None  # the relay lives on
+            failover.primary.command("CONFIG", "SET", "min-replicas-to-write", "0")
+            await _chat_again(nursery, server, room, token)  # and serves again by itself
+        finally:
+            await server.close()
+
+
+async def test_a_replica_refusing_writes_is_an_unreachable_valkey(tmp_path: Path) -> None:
+    with running_failover(tmp_path / "valkey") as failover:
+        target = parse_valkey_url(f"redis://127.0.0.1:{failover.replica.port}/0")
+        async with connect(target) as client:
+            assert await client.get("k") is None  # reads are fine
+            with pytest.raises(coredis.exceptions.ConnectionError, match=r"^READONLY "):
+                await client.set("k", "v")

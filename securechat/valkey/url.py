@@ -20,16 +20,18 @@ Anything else is refused in one line that never repeats a password.
 import logging
 import re
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Final, final
+from typing import Any, Final, TypeVar, final
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import coredis
 import coredis.exceptions
 from coredis.connection import TCPLocation
 from coredis.retry import ConstantRetryPolicy
+
+_R = TypeVar("_R")
 
 DEFAULT_PORT: Final = 6379
 DEFAULT_SENTINEL_PORT: Final = 26379
@@ -41,10 +43,10 @@ _TCP: Final = {"redis": False, "valkey": False, "rediss": True}
 _SENTINEL: Final = {"redis+sentinel": False, "valkey+sentinel": False, "rediss+sentinel": True}
 # Sentinel takes any name without spaces; this keeps it to what fits in a URL unescaped.
 _SERVICE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-# coredis's own default for a client, given to the Sentinel-managed one too.
-_RETRIES: Final = ConstantRetryPolicy(
-    (coredis.exceptions.ConnectionError, TimeoutError), retries=2, delay=0.01
-)
+# A primary that refuses writes for now is, to a relay, a Valkey it cannot reach:
+# NOREPLICAS (``min-replicas-to-write`` unmet: its replicas lag or are gone) and
+# READONLY (a primary demoted under us, until Sentinel drops our connections).
+_NO_REPLICAS: Final = "NOREPLICAS "  # coredis has no class of its own for it
 
 
 @final
@@ -198,6 +200,7 @@ async def connect(target: ValkeyTarget) -> AsyncIterator[coredis.Redis[bytes]]:
             password=target.password,
             unix_socket_path=target.socket,
             ssl=target.tls,
+            retry_policy=_Retries(),
             connect_timeout=CONNECT_TIMEOUT_SECONDS,
             stream_timeout=STREAM_TIMEOUT_SECONDS,
             decode_responses=False,
@@ -213,7 +216,7 @@ async def connect(target: ValkeyTarget) -> AsyncIterator[coredis.Redis[bytes]]:
         [TCPLocation(host, port) for host, port in target.sentinels],
         sentinel_kwargs={**timeouts, "password": target.sentinel_password, "ssl_context": tls},
         decode_responses=False,
-        retry_policy=_RETRIES,
+        retry_policy=_Retries(),
         db=target.db,
         username=target.username,
         password=target.password,
@@ -225,6 +228,35 @@ async def connect(target: ValkeyTarget) -> AsyncIterator[coredis.Redis[bytes]]:
         sentinel.primary_for(target.service, connection_pool_class=_FailoverPool) as client,
     ):
         yield client
+
+
+@final
+class _Retries(ConstantRetryPolicy):
+    """coredis's default retries, with "cannot write now" raised as ``ConnectionError``.
+
+    Every caller answers ``ConnectionError`` as Valkey unreachable (``unavailable``,
+    1013) and retries later; an unknown ``ResponseError`` is a bug and propagates.
+    """
+
+    def __init__(self) -> None:
+        super().__init__((coredis.exceptions.ConnectionError, TimeoutError), retries=2, delay=0.01)
+
+    async def call_with_retries(
+        self,
+        func: Callable[..., Awaitable[_R]],
+        before_hook: Callable[..., Awaitable[Any] | None] | None = None,
+        failure_hook: Callable[..., Awaitable[Any] | None]
+        | dict[type[BaseException], Callable[..., Awaitable[Any] | None]]
+        | None = None,
+    ) -> _R:
+        try:
+            return await super().call_with_retries(func, before_hook, failure_hook)
+        except coredis.exceptions.ReadOnlyError as exc:
+            raise coredis.exceptions.ConnectionError(f"READONLY {exc}") from None
+        except coredis.exceptions.ResponseError as exc:
+            if not str(exc).startswith(_NO_REPLICAS):
+                raise
+            raise coredis.exceptions.ConnectionError(str(exc)) from None
 
 
 def _tls_context() -> ssl.SSLContext:
