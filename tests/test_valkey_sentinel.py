@@ -121,6 +121,8 @@ async def test_the_relay_follows_the_sentinel_to_the_new_primary(
                 or answer == 1012
                 or (isinstance(answer, dict) and answer["ciphertext"] == late["ciphertext"])
             ), answer
+            if _is_unavailable(answer):  # seen in the outage: so is the readiness
+                assert await trio.to_thread.run_sync(_readyz, server.port) == 503
 
             history, posted, transient = await _chat_again(nursery, server, room, token)
             served = time.monotonic() - killed
