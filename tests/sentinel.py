@@ -7,6 +7,7 @@ killed primary is replaced within a few seconds.
 
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -30,18 +31,18 @@ class Server:
     directory: Path
     process: subprocess.Popen[bytes]
     password: str | None = None
+    tls: ssl.SSLContext | None = None
 
     def command(self, *words: str) -> bytes:
         """One command's raw RESP reply, on a short-lived connection."""
-        with (
-            socket.create_connection(("127.0.0.1", self.port), timeout=2) as conn,
-            conn.makefile("rb") as replies,
-        ):
-            if self.password is not None:
-                conn.sendall(_request("AUTH", self.password))
-                assert _reply(replies) == b"+OK\r\n"
-            conn.sendall(_request(*words))
-            return _reply(replies)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as plain:
+            conn = self.tls.wrap_socket(plain, server_hostname="127.0.0.1") if self.tls else plain
+            with conn, conn.makefile("rb") as replies:
+                if self.password is not None:
+                    conn.sendall(_request("AUTH", self.password))
+                    assert _reply(replies) == b"+OK\r\n"
+                conn.sendall(_request(*words))
+                return _reply(replies)
 
     def kill(self) -> None:
         """SIGKILL by PID: no shutdown, no last write."""
@@ -64,10 +65,12 @@ class Failover:
     primary: Server
     replica: Server
     sentinel: Server
+    tls: bool = False
 
     @property
     def url(self) -> str:
-        return f"redis+sentinel://127.0.0.1:{self.sentinel.port}/{SERVICE}/0"
+        scheme = "rediss+sentinel" if self.tls else "redis+sentinel"
+        return f"{scheme}://127.0.0.1:{self.sentinel.port}/{SERVICE}/0"
 
     def primary_port(self) -> int:
         """The primary's port as the sentinel names it now."""
@@ -99,20 +102,60 @@ def _free_port() -> int:
         return port
 
 
-def _start(directory: Path, config: str, *extra: str, password: str | None = None) -> Server:
+@dataclass(frozen=True)
+class Certificate:
+    """A self-signed certificate for 127.0.0.1: every server's, and the CA to trust."""
+
+    cert: Path
+    key: Path
+
+    def config(self, port: int) -> str:
+        """TLS only, replication and Sentinel's links included."""
+        return (
+            f"port 0\ntls-port {port}\ntls-cert-file {self.cert}\ntls-key-file {self.key}\n"
+            f"tls-ca-cert-file {self.cert}\ntls-auth-clients no\ntls-replication yes\n"
+        )
+
+    def context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.cert)
+
+
+def make_certificate(directory: Path) -> Certificate:
+    directory.mkdir(parents=True, exist_ok=True)
+    made = Certificate(directory / "cert.pem", directory / "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+         "-keyout", str(made.key), "-out", str(made.cert)],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    return made
+
+
+def _start(
+    directory: Path,
+    config: str,
+    *extra: str,
+    password: str | None = None,
+    certificate: Certificate | None = None,
+) -> Server:
     binary = shutil.which("valkey-server") or shutil.which("redis-server")
     assert binary, "redis-server is missing: scripts/test installs it with apt"
     directory.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     conf = directory / "server.conf"  # a sentinel rewrites its own: it must be a file
+    listen = certificate.config(port) if certificate else f"port {port}\n"
     conf.write_text(
-        f"port {port}\nbind 127.0.0.1\ndir {directory}\nlogfile server.log\n"
+        f"{listen}bind 127.0.0.1\ndir {directory}\nlogfile server.log\n"
         f'daemonize no\nsave ""\nrepl-diskless-sync-delay 0\nshutdown-timeout 0\n{config}'
     )
     process = subprocess.Popen(
         [binary, str(conf), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    server = Server(port, directory, process, password)
+    server = Server(
+        port, directory, process, password, certificate.context() if certificate else None
+    )
     deadline = time.monotonic() + START_SECONDS
     while True:
         try:
@@ -143,21 +186,31 @@ def _settled(failover: Failover) -> bool:
 
 @contextmanager
 def running_failover(
-    directory: Path, password: str | None = None, sentinel_password: str | None = None
+    directory: Path,
+    password: str | None = None,
+    sentinel_password: str | None = None,
+    certificate: Certificate | None = None,
 ) -> Iterator[Failover]:
     """A primary (AOF on), its replica and one sentinel (quorum 1), all settled.
 
     ``password`` is the primary's and the replica's (``requirepass``, ``masterauth``,
-    the sentinel's ``auth-pass``); ``sentinel_password`` the sentinel's own.
+    the sentinel's ``auth-pass``); ``sentinel_password`` the sentinel's own. With a
+    ``certificate``, all three speak TLS only, to clients and to each other.
     """
     auth = f"requirepass {password}\nmasterauth {password}\n" if password else ""
     with ExitStack() as stack:
-        primary = _start(directory / "primary", f"appendonly yes\n{auth}", password=password)
+        primary = _start(
+            directory / "primary",
+            f"appendonly yes\n{auth}",
+            password=password,
+            certificate=certificate,
+        )
         stack.callback(primary.stop)
         replica = _start(
             directory / "replica",
             f"appendonly yes\n{auth}replicaof 127.0.0.1 {primary.port}\n",
             password=password,
+            certificate=certificate,
         )
         stack.callback(replica.stop)
         sentinel = _start(
@@ -169,9 +222,10 @@ def running_failover(
             + (f"requirepass {sentinel_password}\n" if sentinel_password else ""),
             "--sentinel",
             password=sentinel_password,
+            certificate=certificate,
         )
         stack.callback(sentinel.stop)
-        failover = Failover(primary, replica, sentinel)
+        failover = Failover(primary, replica, sentinel, tls=certificate is not None)
         deadline = time.monotonic() + SETTLE_SECONDS
         while not _settled(failover):
             assert time.monotonic() < deadline, f"no replica seen: {_log(sentinel.directory)}"

@@ -21,7 +21,7 @@ from securechat.valkey.url import connect, parse_valkey_url
 from tests.harness import Peer, joined_peer, new_room_id, new_token
 from tests.harness import connect as connect_peer
 from tests.process import ServerProcess, start_process
-from tests.sentinel import SERVICE, Failover, Server, running_failover
+from tests.sentinel import SERVICE, Failover, Server, make_certificate, running_failover
 
 FAILOVER_SECONDS = 20.0  # down after 0.5 s, then one election and a promotion: ~2 s here
 
@@ -98,11 +98,15 @@ async def _answer(peer: Peer) -> dict[str, Any] | int | None:
     return envelope
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
 async def test_the_relay_follows_the_sentinel_to_the_new_primary(
-    nursery: trio.Nursery, tmp_path: Path
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tls: bool
 ) -> None:
     room, token = new_room_id(), new_token()
-    with running_failover(tmp_path / "valkey") as failover:
+    certificate = make_certificate(tmp_path / "tls") if tls else None
+    if certificate:  # the relay trusts it as a system CA (rediss+sentinel://)
+        monkeypatch.setenv("SSL_CERT_FILE", str(certificate.cert))
+    with running_failover(tmp_path / "valkey", certificate=certificate) as failover:
         server = await start_process(tmp_path / "data", 0, "--valkey", failover.url)
         try:
             alice = await joined_peer(nursery, server, room, token)
@@ -140,7 +144,10 @@ async def test_the_relay_follows_the_sentinel_to_the_new_primary(
                 f"at the kill: {answer}; served after {served:.1f} s and {len(transient)} refusals"
             )
         finally:
+            server.kill()
+            output = await server.rest_of_output()
             await server.close()
+    assert "Traceback" not in output, output  # every failure on the way was an expected one
 
 
 async def test_the_primary_and_the_sentinel_each_take_their_own_password(
@@ -219,3 +226,30 @@ async def test_a_replica_refusing_writes_is_an_unreachable_valkey(tmp_path: Path
             assert await client.get("k") is None  # reads are fine
             with pytest.raises(coredis.exceptions.ConnectionError, match=r"^READONLY "):
                 await client.set("k", "v")
+
+
+async def test_rediss_sentinel_speaks_tls_to_the_sentinel_and_each_primary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    certificate = make_certificate(tmp_path / "tls")
+    with running_failover(tmp_path / "valkey", certificate=certificate) as failover:
+        url = failover.url
+        # Not signed by a CA the system trusts: no sentinel is believed.
+        with pytest.raises(StorageError, match="No primary found") as caught:
+            async with open_valkey(url):
+                pass
+        assert "\n" not in str(caught.value)
+        monkeypatch.setenv("SSL_CERT_FILE", str(certificate.cert))  # now it is trusted
+        with trio.fail_after(FAILOVER_SECONDS):
+            async with connect(parse_valkey_url(url)) as client:
+                count = client.register_script("return redis.call('INCR', KEYS[1])")
+                assert await count(keys=["n"]) == 1
+                await _wait_replicated(failover)
+                failover.primary.kill()
+                while True:  # the replica, promoted, is reached over TLS too
+                    try:
+                        assert await count(keys=["n"]) == 2
+                        break
+                    except coredis.exceptions.ConnectionError:
+                        await trio.sleep(0.1)
+                assert failover.primary_port() == failover.replica.port

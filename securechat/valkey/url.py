@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar, final
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+import anyio
 import coredis
 import coredis.exceptions
 from coredis.connection import TCPLocation
@@ -47,6 +48,9 @@ _SERVICE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # NOREPLICAS (``min-replicas-to-write`` unmet: its replicas lag or are gone) and
 # READONLY (a primary demoted under us, until Sentinel drops our connections).
 _NO_REPLICAS: Final = "NOREPLICAS "  # coredis has no class of its own for it
+# coredis 6.9 lets these through when a TLS peer goes away mid-write (its writer task
+# catches only the last two): a lost connection all the same.
+_STREAM_LOST: Final = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError)
 
 
 @final
@@ -232,7 +236,8 @@ async def connect(target: ValkeyTarget) -> AsyncIterator[coredis.Redis[bytes]]:
 
 @final
 class _Retries(ConstantRetryPolicy):
-    """coredis's default retries, with "cannot write now" raised as ``ConnectionError``.
+    """coredis's default retries; a lost TLS stream and "cannot write now" raised as
+    ``ConnectionError`` (the first retried like any lost connection).
 
     Every caller answers ``ConnectionError`` as Valkey unreachable (``unavailable``,
     1013) and retries later; an unknown ``ResponseError`` is a bug and propagates.
@@ -249,8 +254,14 @@ class _Retries(ConstantRetryPolicy):
         | dict[type[BaseException], Callable[..., Awaitable[Any] | None]]
         | None = None,
     ) -> _R:
+        async def attempt() -> _R:
+            try:
+                return await func()
+            except _STREAM_LOST as exc:
+                raise coredis.exceptions.ConnectionError("connection lost") from exc
+
         try:
-            return await super().call_with_retries(func, before_hook, failure_hook)
+            return await super().call_with_retries(attempt, before_hook, failure_hook)
         except coredis.exceptions.ReadOnlyError as exc:
             raise coredis.exceptions.ConnectionError(f"READONLY {exc}") from None
         except coredis.exceptions.ResponseError as exc:
