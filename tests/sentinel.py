@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
 
+from tests.valkey import Valkey
+from tests.valkey import _free_port as free_port
+
 START_SECONDS: Final = 10.0  # a redis-server answers PING well within this
 SETTLE_SECONDS: Final = 15.0  # the replica synced, the sentinel knows it
 SERVICE: Final = "chat"
@@ -24,12 +27,9 @@ FAILOVER_TIMEOUT_MS: Final = 3_000
 
 
 @dataclass
-class Server:
-    """One redis-server (a primary, a replica or a sentinel)."""
+class Server(Valkey):
+    """One redis-server (a primary, a replica or a sentinel); ``stop()`` as Valkey's."""
 
-    port: int
-    directory: Path
-    process: subprocess.Popen[bytes]
     password: str | None = None
     tls: ssl.SSLContext | None = None
 
@@ -49,15 +49,6 @@ class Server:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        """SIGTERM by PID, then SIGKILL if it does not exit."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @dataclass
@@ -93,13 +84,6 @@ def _reply(replies: BinaryIO) -> bytes:
     if kind == b"*" and int(size) > 0:
         return line + b"".join(_reply(replies) for _ in range(int(size)))
     return line
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)
@@ -143,7 +127,7 @@ def _start(
     binary = shutil.which("valkey-server") or shutil.which("redis-server")
     assert binary, "redis-server is missing: scripts/test installs it with apt"
     directory.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     conf = directory / "server.conf"  # a sentinel rewrites its own: it must be a file
     listen = certificate.config(port) if certificate else f"port {port}\n"
     conf.write_text(

@@ -23,6 +23,8 @@ from tests.harness import connect as connect_peer
 from tests.process import ServerProcess, start_process
 from tests.sentinel import SERVICE, Failover, Server, make_certificate, running_failover
 
+pytestmark = pytest.mark.slow
+
 FAILOVER_SECONDS = 20.0  # down after 0.5 s, then one election and a promotion: ~2 s here
 
 

@@ -15,6 +15,12 @@ primary at every new connection and checks its ``ROLE``, so after a failover it
 reconnects to the promoted replica by itself.
 
 Anything else is refused in one line that never repeats a password.
+
+Error handling: the clients ``connect`` makes raise ``coredis.exceptions.ConnectionError``
+for every "Valkey cannot serve this now": a lost or refused connection (a lost TLS
+stream included), no primary known to the sentinels, a primary that still says it is
+a replica, ``READONLY`` and ``NOREPLICAS``. Callers answer that one exception
+(``unavailable``, 1013, ``/readyz``) and try again later.
 """
 
 import logging
