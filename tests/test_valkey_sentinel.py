@@ -22,6 +22,7 @@ from tests.harness import Peer, joined_peer, new_room_id, new_token
 from tests.harness import connect as connect_peer
 from tests.process import ServerProcess, start_process
 from tests.sentinel import SERVICE, Failover, Server, make_certificate, running_failover
+from tests.valkey import _free_port as free_port
 
 pytestmark = pytest.mark.slow
 
@@ -179,10 +180,8 @@ async def test_the_primary_and_the_sentinel_each_take_their_own_password(
         assert "not-it" not in str(caught.value)
 
 
-async def test_no_sentinel_answering_stops_the_start_in_one_line(tmp_path: Path) -> None:
-    with running_failover(tmp_path / "valkey") as failover:
-        url = failover.url
-    # Nothing listens there now.
+async def test_no_sentinel_answering_stops_the_start_in_one_line() -> None:
+    url = f"redis+sentinel://127.0.0.1:{free_port()},127.0.0.1:{free_port()}/{SERVICE}/0"
     with pytest.raises(StorageError) as caught:
         async with open_valkey(url):
             pass
