@@ -140,16 +140,24 @@ def _start(
     server = Server(
         port, directory, process, password, certificate.context() if certificate else None
     )
+    try:
+        _wait_answering(server)
+    except BaseException:
+        server.stop()  # whatever went wrong, no server outlives the test
+        raise
+    return server
+
+
+def _wait_answering(server: Server) -> None:
     deadline = time.monotonic() + START_SECONDS
     while True:
         try:
             if server.command("PING").startswith(b"+PONG"):
-                return server
+                return
         except OSError:
             pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            server.stop()
-            raise AssertionError(f"redis-server did not start: {_log(directory)}")
+        if server.process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"redis-server did not start: {_log(server.directory)}")
         time.sleep(0.02)
 
 
