@@ -254,3 +254,13 @@ async def test_rediss_sentinel_speaks_tls_to_the_sentinel_and_each_primary(
                     except coredis.exceptions.ConnectionError:
                         await trio.sleep(0.1)
                 assert failover.primary_port() == failover.replica.port
+
+
+async def test_a_sentinel_that_does_not_answer_is_passed_over(tmp_path: Path) -> None:
+    with running_failover(tmp_path / "valkey") as failover:
+        down = f"127.0.0.1:{free_port()}"  # nothing listens there
+        url = f"redis+sentinel://{down},127.0.0.1:{failover.sentinel.port}/{SERVICE}/0"
+        with trio.fail_after(10):
+            async with open_valkey(url) as storage:
+                assert await storage.client.set("k", "v")
+                assert await storage.client.get("k") == b"v"
