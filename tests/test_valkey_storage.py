@@ -23,8 +23,9 @@ from securechat.storage import (
     room_bytes,
 )
 from securechat.valkey import keys
+from securechat.valkey.client import connect
 from securechat.valkey.storage import ValkeyStorage, WriteRefused, open_valkey
-from securechat.valkey.url import connect, parse_valkey_url
+from securechat.valkey.url import parse_valkey_url
 from tests.valkey import Valkey
 
 ROOM = RoomId("room")

@@ -25,6 +25,8 @@ from securechat.valkey import keys
 logger: Final = logging.getLogger("securechat.valkey.fanout")
 
 UNSUBSCRIBE_AFTER_SECONDS: Final = 1.0  # how long a released channel stays subscribed
+RESTART_SECONDS: Final = 0.5  # the first wait before a new subscriber; doubles
+MAX_RESTART_SECONDS: Final = 16.0  # the longest wait, as coredis's own reconnections
 
 _UNREACHABLE: Final = (coredis.exceptions.RedisError, TimeoutError, OSError)
 
@@ -52,18 +54,48 @@ class Fanout:
         self._rooms: dict[bytes, RoomId] = {}  # the room of each channel subscribed
         self._unchecked: set[bytes] = set()  # subscribed again after a reconnection
         self._lock = trio.Lock()
+        self._served = False  # the current subscriber got as far as subscribing
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with self._client.pubsub() as pubsub, trio.open_nursery() as nursery:
-            self._pubsub = pubsub
+        """Subscribe for ever: coredis reconnects a lost connection itself; anything
+        it gives up on (refused credentials, say) starts a new subscriber here."""
+        async with trio.open_nursery() as nursery:
             nursery.start_soon(self._janitor)
-            task_status.started()
+            delay = RESTART_SECONDS
+            while True:
+                self._served = False
+                try:
+                    await self._subscriber(task_status)
+                except (*_UNREACHABLE, ExceptionGroup) as exc:
+                    # coredis's task groups wrap what they raise: a group of nothing but
+                    # Valkey's failures is one; anything else is a bug, and propagates.
+                    if isinstance(exc, ExceptionGroup) and exc.split(_UNREACHABLE)[1] is not None:
+                        raise
+                    logger.warning("the Valkey subscriber stopped (%s); starting another", exc)
+                task_status = trio.TASK_STATUS_IGNORED  # started once, by the first
+                # Waits double while subscribers fail to start; one that served resets them.
+                delay = RESTART_SECONDS if self._served else min(delay * 2, MAX_RESTART_SECONDS)
+                await trio.sleep(delay)
+
+    async def _subscriber(self, task_status: trio.TaskStatus[None]) -> None:
+        async with self._client.pubsub() as pubsub:
             try:
+                async with self._lock:
+                    # A subscriber after another: every room's channel again, each to
+                    # be checked for what went by meanwhile.
+                    self._subscribed.clear()
+                    if self._listeners:
+                        await pubsub.subscribe(*self._listeners)
+                        self._unchecked.update(self._listeners)
+                    self._pubsub = pubsub
+                self._served = True
+                task_status.started()
                 while True:
                     message = await pubsub.get_message()
                     if message is not None:
                         self._dispatch(message["type"], message["channel"], message["data"])
             finally:
+                self._pubsub = None
                 # Closing the connection ends every subscription: coredis's own way out
                 # would unsubscribe first, on a connection that may be closed already.
                 pubsub.channels.clear()
@@ -95,7 +127,9 @@ class Fanout:
             self._released.discard(channel)
             if channel in self._subscribed:
                 return  # still subscribed since a room before this one released it
-            assert self._pubsub is not None  # noqa: S101  (run() has started)
+            if self._pubsub is None:
+                del self._listeners[channel]
+                raise StorageUnavailable("no subscriber to Valkey now")
             try:
                 await self._pubsub.subscribe(channel)
             except _UNREACHABLE as exc:
@@ -123,7 +157,8 @@ class Fanout:
                 self._subscribed.difference_update(channels)
                 for channel in channels:
                     del self._rooms[channel]
-                assert self._pubsub is not None  # noqa: S101
+                if self._pubsub is None:
+                    continue  # the next subscriber subscribes to the listeners' alone
                 try:
                     await self._pubsub.unsubscribe(*channels)
                 except _UNREACHABLE:

@@ -13,6 +13,7 @@ counts are this process's view: rebuilt by a scan when storage opens and at ever
 ``sweep`` (so expired rooms leave the counts), moved by each write's reply between.
 """
 
+import logging
 import time
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
@@ -43,7 +44,10 @@ from securechat.storage import (
     room_bytes,
 )
 from securechat.valkey import keys, scripts
-from securechat.valkey.url import ValkeyTarget, connect, parse_valkey_url
+from securechat.valkey.client import connect
+from securechat.valkey.url import ValkeyTarget, parse_valkey_url
+
+logger: Final = logging.getLogger("securechat.valkey.storage")
 
 SCAN_COUNT: Final = 500  # keys asked for per SCAN step while recounting
 RECOUNT_HELD_SECONDS: Final = 300.0  # a recount's claim, if its process dies mid-scan
@@ -144,7 +148,10 @@ class ValkeyStorage:
 
     async def sweep(self, now_ms: int, retention: Retention, active: Collection[RoomId]) -> int:
         """Nothing to delete (key expiry has done it): recount the quota; return 0."""
-        await self.recount()
+        try:
+            await self.recount()
+        except (coredis.exceptions.RedisError, TimeoutError, OSError) as exc:
+            logger.warning("the quota's recount failed (%s); the next sweep tries again", exc)
         return 0
 
     async def recount(self) -> None:
