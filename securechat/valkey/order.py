@@ -12,7 +12,7 @@ that callers handle one exception whatever the client library raised.
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, cast, final
+from typing import Final, Protocol, cast, final
 
 import coredis
 import coredis.exceptions
@@ -28,6 +28,7 @@ from securechat.storage import (
     stored_bytes,
 )
 from securechat.valkey import keys, room_scripts
+from securechat.valkey.resp import Script, Unreachable
 
 FOREVER: Final = -1  # a retention of None: the keys never expire
 
@@ -63,12 +64,40 @@ def parse_participants(text: bytes | str) -> list[ClientId]:
     return [c for c in map(parse_client_id, raw.split(",")) if c is not None] if raw else []
 
 
+class Scripts(Protocol):
+    """Runs a script in Valkey: ``resp.Pipeline``, or ``CoredisScripts`` for Sentinel."""
+
+    async def run(
+        self, script: Script, keys: Sequence[str], args: Sequence[str | bytes | int]
+    ) -> object: ...
+
+
+@final
+class CoredisScripts:
+    """Scripts through coredis's client, which follows a Sentinel failover."""
+
+    def __init__(self, client: coredis.Redis[bytes]) -> None:
+        self._client = client
+
+    async def run(
+        self, script: Script, keys: Sequence[str], args: Sequence[str | bytes | int]
+    ) -> object:
+        try:
+            return await self._client.evalsha(script.sha, keys=list(keys), args=list(args))
+        except coredis.exceptions.NoScriptError:
+            await self._client.script_load(script.source)
+            return await self._client.evalsha(script.sha, keys=list(keys), args=list(args))
+
+
 @final
 class ValkeyOrder:
     """The scripts of shared rooms, on one Valkey client (owned by the caller)."""
 
-    def __init__(self, client: coredis.Redis[bytes], quota: Quota, retention: Retention) -> None:
+    def __init__(
+        self, client: coredis.Redis[bytes], scripts: Scripts, quota: Quota, retention: Retention
+    ) -> None:
         self._client = client
+        self._scripts = scripts
         self.quota = quota
         confirmed, unconfirmed = retention.confirmed_ms, retention.unconfirmed_ms
         self._retention: list[int] = [
@@ -76,13 +105,13 @@ class ValkeyOrder:
             FOREVER if unconfirmed is None else unconfirmed,
             retention.tombstone_ms,
         ]
-        self._join = client.register_script(room_scripts.JOIN)
-        self._leave = client.register_script(room_scripts.LEAVE)
-        self._post = client.register_script(room_scripts.POST)
-        self._clear = client.register_script(room_scripts.CLEAR)
-        self._signal = client.register_script(room_scripts.SIGNAL)
-        self._prune = client.register_script(room_scripts.PRUNE)
-        self._heartbeat = client.register_script(room_scripts.HEARTBEAT)
+        self._join = Script(room_scripts.JOIN)
+        self._leave = Script(room_scripts.LEAVE)
+        self._post = Script(room_scripts.POST)
+        self._clear = Script(room_scripts.CLEAR)
+        self._signal = Script(room_scripts.SIGNAL)
+        self._prune = Script(room_scripts.PRUNE)
+        self._heartbeat = Script(room_scripts.HEARTBEAT)
 
     async def join(
         self, room_id: RoomId, process: str, conn: str, client_id: ClientId, verifier: bytes,
@@ -195,13 +224,10 @@ class ValkeyOrder:
         return int(value or 0)
 
     async def _call(
-        self,
-        script: "coredis.commands.Script[bytes]",
-        keys_: list[str],
-        args: list[str | bytes | int],
+        self, script: Script, keys_: list[str], args: list[str | bytes | int]
     ) -> object:
         try:
-            reply: object = await script(keys=keys_, args=[*self._retention, *args])
-        except _UNREACHABLE as exc:
+            reply: object = await self._scripts.run(script, keys_, [*self._retention, *args])
+        except (*_UNREACHABLE, Unreachable) as exc:
             raise StorageUnavailable(str(exc)) from None
         return reply

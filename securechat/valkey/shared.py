@@ -6,6 +6,7 @@ stops them and marks this process dead in Valkey, so the next heartbeat of a pee
 prunes what its members left behind, without waiting for it to expire.
 """
 
+import contextlib
 import itertools
 import logging
 import secrets
@@ -23,10 +24,12 @@ from securechat.registry import RoomActor, RoomMaker
 from securechat.room import Command, RoomSettings
 from securechat.storage import Quota, Retention, StorageError, StorageUnavailable
 from securechat.valkey.fanout import Fanout
-from securechat.valkey.order import ValkeyOrder
+from securechat.valkey.order import CoredisScripts, Scripts, ValkeyOrder
 from securechat.valkey.presence import Heartbeat
+from securechat.valkey.resp import open_pipeline
 from securechat.valkey.room import Shared, SharedRoom
 from securechat.valkey.storage import ValkeyStorage, open_valkey
+from securechat.valkey.url import parse_valkey_url
 
 logger: Final = logging.getLogger("securechat.valkey.shared")
 
@@ -37,6 +40,7 @@ PROCESS_NAME_BYTES: Final = 8  # random, new at each start: names nothing about 
 @asynccontextmanager
 async def shared_rooms(
     client: coredis.Redis[bytes],
+    scripts: Scripts,
     settings: RoomSettings,
     quota: Quota,
     retention: Retention,
@@ -44,7 +48,7 @@ async def shared_rooms(
 ) -> AsyncIterator[RoomMaker]:
     """Error handling: ``StorageError`` if Valkey does not take the first heartbeat."""
     process = secrets.token_hex(PROCESS_NAME_BYTES)
-    order = ValkeyOrder(client, quota, retention)
+    order = ValkeyOrder(client, scripts, quota, retention)
     fanout = Fanout(client)
     rooms: weakref.WeakSet[SharedRoom] = weakref.WeakSet()
 
@@ -89,8 +93,15 @@ async def open_shared(
 
     Error handling: ``StorageError`` if Valkey cannot be used at start.
     """
-    async with (
-        open_valkey(url, quota, retention) as storage,
-        shared_rooms(storage.client, settings, quota, retention, budget) as make_room,
-    ):
+    target = parse_valkey_url(url)  # checked already by the command line
+    async with contextlib.AsyncExitStack() as stack:
+        storage = await stack.enter_async_context(open_valkey(target, quota, retention))
+        scripts: Scripts
+        if target.service is None:
+            # Each post is a script: through a lean connection of its own (resp.py).
+            scripts = await stack.enter_async_context(open_pipeline(target))
+        else:
+            scripts = CoredisScripts(storage.client)  # it follows Sentinel's failovers
+        rooms = shared_rooms(storage.client, scripts, settings, quota, retention, budget)
+        make_room = await stack.enter_async_context(rooms)
         yield storage, make_room
