@@ -14,6 +14,7 @@ and hands it to the room, which then knows whether events went by unseen.
 import logging
 from typing import Final, Protocol, final
 
+import anyio
 import coredis
 import coredis.exceptions
 import trio
@@ -28,7 +29,16 @@ UNSUBSCRIBE_AFTER_SECONDS: Final = 1.0  # how long a released channel stays subs
 RESTART_SECONDS: Final = 0.5  # the first wait before a new subscriber; doubles
 MAX_RESTART_SECONDS: Final = 16.0  # the longest wait, as coredis's own reconnections
 
-_UNREACHABLE: Final = (coredis.exceptions.RedisError, TimeoutError, OSError)
+# What a lost subscriber connection raises; coredis 6.9 lets AnyIO's stream errors
+# through when its connection closes under it (on the way out, say).
+_UNREACHABLE: Final = (
+    coredis.exceptions.RedisError,
+    TimeoutError,
+    OSError,
+    anyio.ClosedResourceError,
+    anyio.BrokenResourceError,
+    anyio.EndOfStream,
+)
 
 
 class Listener(Protocol):
@@ -66,11 +76,16 @@ class Fanout:
                 self._served = False
                 try:
                     await self._subscriber(task_status)
-                except (*_UNREACHABLE, ExceptionGroup) as exc:
-                    # coredis's task groups wrap what they raise: a group of nothing but
-                    # Valkey's failures is one; anything else is a bug, and propagates.
-                    if isinstance(exc, ExceptionGroup) and exc.split(_UNREACHABLE)[1] is not None:
-                        raise
+                except (*_UNREACHABLE, BaseExceptionGroup) as exc:
+                    # coredis's task groups wrap what they raise: Valkey's failures in a
+                    # group count as one; what else is there (a cancellation on the way
+                    # out, or a bug) propagates without them.
+                    if isinstance(exc, BaseExceptionGroup):
+                        failures, rest = exc.split(_UNREACHABLE)
+                        if rest is not None:
+                            if failures is None:
+                                raise
+                            raise rest from None
                     logger.warning("the Valkey subscriber stopped (%s); starting another", exc)
                 task_status = trio.TASK_STATUS_IGNORED  # started once, by the first
                 # Waits double while subscribers fail to start; one that served resets them.
