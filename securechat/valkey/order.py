@@ -215,14 +215,6 @@ class ValkeyOrder:
         except _UNREACHABLE as exc:
             raise StorageUnavailable(str(exc)) from None
 
-    async def last_event(self, room_id: RoomId) -> int:
-        """The room's event counter now (to tell whether a resubscription missed any)."""
-        try:
-            value = await self._client.hget(keys.meta(room_id), "ev")
-        except _UNREACHABLE as exc:
-            raise StorageUnavailable(str(exc)) from None
-        return int(value or 0)
-
     async def _call(
         self, script: Script, keys_: list[str], args: list[str | bytes | int]
     ) -> object:
