@@ -13,13 +13,33 @@ import trio
 
 from securechat.protocol import RoomId
 from securechat.valkey import keys
-from tests.harness import ServerHandle, connect, joined_peer, make_config, new_room_id, new_token
+from tests.harness import (
+    Peer,
+    ServerHandle,
+    connect,
+    joined_peer,
+    make_config,
+    new_room_id,
+    new_token,
+)
 from tests.harness import start_server as start
 from tests.valkey import Valkey
 
 
 async def two_relays(nursery: trio.Nursery, tmp_path: Path, valkey: Valkey) -> list[ServerHandle]:
     return [await start(nursery, make_config(tmp_path / name, valkey=valkey.url)) for name in "ab"]
+
+
+async def a_member_on_each(
+    nursery: trio.Nursery, tmp_path: Path, valkey: Valkey
+) -> tuple[ServerHandle, ServerHandle, str, str, Peer, Peer]:
+    """Two relays, and a room with alice on the first and bob on the second."""
+    a, b = await two_relays(nursery, tmp_path, valkey)
+    room, token = new_room_id(), new_token()
+    alice = await joined_peer(nursery, a, room, token)
+    bob = await joined_peer(nursery, b, room, token)
+    await alice.expect("system", event="joined", clientId=bob.client_id)
+    return a, b, room, token, alice, bob
 
 
 async def test_members_on_two_relays_see_one_order(
@@ -53,11 +73,7 @@ async def test_members_on_two_relays_see_one_order(
 async def test_clear_signal_and_leave_cross_relays(
     nursery: trio.Nursery, tmp_path: Path, valkey: Valkey
 ) -> None:
-    a, b = await two_relays(nursery, tmp_path, valkey)
-    room, token = new_room_id(), new_token()
-    alice = await joined_peer(nursery, a, room, token)
-    bob = await joined_peer(nursery, b, room, token)
-    await alice.expect("system", event="joined", clientId=bob.client_id)
+    _, b, room, _, alice, bob = await a_member_on_each(nursery, tmp_path, valkey)
     await bob.send({"type": "signal", "iv": "A" * 16, "ciphertext": "B" * 40})
     signal = await alice.expect("signal")
     assert signal["from"] == bob.client_id
@@ -119,11 +135,7 @@ async def test_the_new_room_budget_counts_the_rooms_of_every_relay(
 async def test_a_relay_that_stops_leaves_no_participant_behind(
     nursery: trio.Nursery, tmp_path: Path, valkey: Valkey
 ) -> None:
-    a, b = await two_relays(nursery, tmp_path, valkey)
-    room, token = new_room_id(), new_token()
-    alice = await joined_peer(nursery, a, room, token)
-    bob = await joined_peer(nursery, b, room, token)
-    await alice.expect("system", event="joined", clientId=bob.client_id)
+    a, b, room, token, alice, bob = await a_member_on_each(nursery, tmp_path, valkey)
     await a.stop()  # alice gets 1001; her presence goes with her leave, or with a's retirement
     left = await bob.expect("system", event="left", clientId=alice.client_id)
     assert left["participants"] == [bob.client_id]
